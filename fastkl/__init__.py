@@ -1,0 +1,11 @@
+"""fastkl: Kullback-Leibler divergence and its family, row by row, at the speed of memory.
+
+The data path: a public function (``fastkl.api``) -> the driver (``fastkl._driver``: argument
+handling, layout, validation, reductions) -> a kernel (``fastkl._cpu``) built on the scalar
+definitions of ``fastkl._math``.
+"""
+
+from ._version import __version__
+from .api import kl_div
+
+__all__ = ["__version__", "kl_div"]

@@ -1,0 +1,240 @@
+"""Numba set-up shared by every fastkl kernel: compile options, the cache, the threading layer.
+
+Everything here runs once, at import, before any kernel is decorated:
+
+* ``JIT_OPTIONS`` / ``FASTMATH``: the options every CPU kernel is compiled with. The fastmath set
+  leaves out ``nnan`` and ``ninf``: with them LLVM folds ``isnan`` to False and turns the +inf
+  of a zero in q into 0 (see ../shared/design/NUMBA_NOTES.md). ``reassoc`` is the flag that lets
+  LLVM vectorize a reduction.
+* A cache locator for fastkl's own files. numba's cache key hashes only the file that holds the
+  kernel, not the files of the functions it inlines, so editing ``_math.py`` would leave a stale
+  kernel in the cache; and with no writable ``__pycache__`` (a read-only install) ``cache=True``
+  fails at import. The locator below keys the cache on all of fastkl's kernel sources and falls
+  back to a user or temporary directory.
+* A threading layer that is safe for concurrent callers: numba's fallback layer, workqueue,
+  aborts the process when two threads call a parallel kernel at once. We ask numba for a
+  thread-safe layer (TBB, then OpenMP), preloading the TBB that pip installs into the
+  environment, where numba does not look for it (numba issue 6108). If neither loads, kernels
+  still run, serialized by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import types
+from typing import Any
+
+import numba
+from numba.core import caching as _caching
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: Options for every jitted CPU function (kernels add ``parallel`` and ``cache``).
+JIT_OPTIONS: dict[str, Any] = {
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": set(FASTMATH),
+}
+
+#: Bytes of one staged block of rows (a strided, broadcast-gathered or converted operand is
+#: copied this many bytes at a time, so memory stays bounded whatever the input size).
+BLOCK_BYTES = 1 << 22
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# Files whose code ends up inside a compiled kernel. A change to any of them invalidates the
+# cache of every kernel.
+_KERNEL_SOURCES = ("_config.py", "_math.py", "_cpu.py")
+
+
+def _source_fingerprint() -> str:
+    digest = hashlib.sha256(numba.__version__.encode())
+    for name in _KERNEL_SOURCES:
+        path = os.path.join(_PACKAGE_DIR, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cache_dir_candidates() -> list[str]:
+    from numba.misc.appdirs import AppDirs
+
+    candidates = []
+    if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR: the user's choice comes first
+        candidates.append(os.path.join(numba.config.CACHE_DIR, "fastkl"))
+    candidates.append(os.path.join(_PACKAGE_DIR, "__pycache__", "numba"))
+    candidates.append(
+        os.path.join(AppDirs(appname="numba", appauthor=False).user_cache_dir, "fastkl")
+    )
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    candidates.append(os.path.join(tempfile.gettempdir(), f"fastkl-numba-cache-{uid}"))
+    return candidates
+
+
+class _FastklCacheLocator(_caching._CacheLocator):
+    """Cache locator for kernels defined in fastkl's own modules (see the module docstring)."""
+
+    _cache_path: str | None = None
+    _fingerprint: str | None = None
+
+    def __init__(self, py_func: Any, py_file: str) -> None:
+        self._lineno = py_func.__code__.co_firstlineno
+
+    @classmethod
+    def _resolve(cls) -> str | None:
+        if cls._cache_path is None:
+            cls._fingerprint = _source_fingerprint()
+            for base in _cache_dir_candidates():
+                path = os.path.join(base, cls._fingerprint)
+                if _writable_dir(path):
+                    cls._cache_path = path
+                    break
+        return cls._cache_path
+
+    def ensure_cache_path(self) -> None:
+        pass  # _resolve only returns a directory it could write to
+
+    def get_cache_path(self) -> str:
+        return self._resolve() or ""
+
+    def get_source_stamp(self) -> str | None:
+        return self._fingerprint
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func: Any, py_file: str) -> _FastklCacheLocator | None:
+        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+            return None
+        if cls._resolve() is None:
+            return None  # nowhere writable: numba's own locators get their turn, then no cache
+        return cls(py_func, py_file)
+
+
+def _install_cache_locator() -> None:
+    impl = getattr(_caching, "CacheImpl", None) or getattr(_caching, "_CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", None)
+    if isinstance(classes, list):
+        if _FastklCacheLocator not in classes:
+            classes.insert(0, _FastklCacheLocator)
+    elif not _writable_dir(os.path.join(_PACKAGE_DIR, "__pycache__")):
+        # A numba without the hook: at least keep a read-only install importable.
+        numba.config.CACHE_DIR = _cache_dir_candidates()[-1]
+
+
+def cache_dir() -> str | None:
+    """The directory that holds fastkl's compiled kernels (None: caching is off)."""
+    return _FastklCacheLocator._resolve()
+
+
+# --- threading layer -------------------------------------------------------------------------
+
+_layer_lock = threading.Lock()
+_kernel_lock: threading.Lock | None = None
+_threads_ready = False
+
+
+def _preload_tbb() -> None:
+    for libdir in {os.path.join(sys.prefix, "lib"), os.path.join(sys.base_prefix, "lib")}:
+        for path in sorted(glob.glob(os.path.join(libdir, "libtbb.so.12*"))):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return
+            except OSError:
+                continue
+
+
+def _choose_threading_layer() -> None:
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return  # an explicit choice by the user stands
+    if numba.config.THREADING_LAYER in ("default", "workqueue"):
+        numba.config.THREADING_LAYER = "threadsafe"
+    if sys.platform.startswith("linux"):
+        _preload_tbb()
+
+
+def _launch_threads() -> None:
+    from numba.np.ufunc import parallel
+
+    try:
+        parallel._launch_threads()
+    except ValueError:
+        # No thread-safe layer could be loaded: fall back to numba's default order.
+        numba.config.THREADING_LAYER = "default"
+        parallel._launch_threads()
+
+
+def ensure_threads() -> None:
+    """Start numba's thread pool once and decide whether kernel calls must be serialized."""
+    global _threads_ready, _kernel_lock
+    if _threads_ready:
+        return
+    with _layer_lock:
+        if _threads_ready:
+            return
+        _launch_threads()
+        if numba.threading_layer() == "workqueue":
+            _kernel_lock = threading.Lock()
+        _threads_ready = True
+
+
+def kernel_guard() -> contextlib.AbstractContextManager[Any]:
+    """A context for one parallel kernel call: a lock only under the unsafe workqueue layer."""
+    ensure_threads()
+    return _kernel_lock if _kernel_lock is not None else contextlib.nullcontext()
+
+
+def threading_layer() -> str:
+    """The numba threading layer fastkl's kernels run on (starting the pool if needed)."""
+    ensure_threads()
+    return numba.threading_layer()
+
+
+# --- one definition per scalar formula, compiled per target ---------------------------------
+
+
+def compile_scalars(
+    module: types.ModuleType, decorator: Any, overrides: dict[str, Any] | None = None
+) -> types.SimpleNamespace:
+    """Compile every public function of ``module`` with ``decorator``.
+
+    Each function is rebuilt with a fresh globals dict in which its siblings are the compiled
+    versions, so a formula that calls another (``kl_term_log`` calling ``log``) resolves to the
+    same target. ``overrides`` replaces names for one target (e.g. a vectorizable ``log`` on
+    the CPU, libdevice's on CUDA) without touching the definitions.
+    """
+    namespace: dict[str, Any] = dict(vars(module))
+    namespace.update(overrides or {})
+    compiled = {}
+    for name in module.__all__:
+        fn = getattr(module, name)
+        rebuilt = types.FunctionType(
+            fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        rebuilt.__module__ = module.__name__
+        rebuilt.__qualname__ = fn.__qualname__
+        rebuilt.__doc__ = fn.__doc__
+        compiled[name] = decorator(rebuilt)
+    namespace.update(compiled)
+    return types.SimpleNamespace(**compiled)
+
+
+_install_cache_locator()
+_choose_threading_layer()

@@ -1,0 +1,394 @@
+"""Argument handling and dispatch: everything between a public call and a kernel.
+
+A public function describes its inputs (arrays and their forms) and its kernel; this module
+does the rest, once for every function:
+
+1. convert and check each input (floating dtype, at least 1-d) and each option;
+2. move the distribution axis last and broadcast the other dimensions, as views;
+3. present every operand to the kernel as rows ``x[i * ld : i * ld + k]`` of a 1-D buffer:
+   directly when the memory already has that shape (contiguous, sliced rows, a broadcast row
+   with ``ld == 0``), otherwise staged through a bounded buffer one block of rows at a time
+   (Fortran order, a distribution axis that is not last, dtype conversion, broadcasts that do
+   not collapse to one stride), so no input is ever copied whole;
+4. validate rows when asked, run the kernel, and reduce.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import _config, _cpu
+from ._math import LOG_PROBS, LOGITS, PROBS
+
+FORMS = {"probs": PROBS, "log_probs": LOG_PROBS, "logits": LOGITS}
+REDUCTIONS = ("none", "sum", "mean")
+
+_ROW_MESSAGES = {
+    _cpu.ROW_NAN: "contains NaN",
+    _cpu.ROW_NEGATIVE: "has a negative probability",
+    _cpu.ROW_POS_INF: "contains +inf",
+}
+
+
+# --- checking arguments ------------------------------------------------------------------
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray of float16/32/64 with at least one dimension, without copying arrays."""
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # ragged nested lists, objects whose __array__ fails
+        raise ValueError(f"{name}: could not convert to an array: {exc}") from None
+    if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(
+            f"{name}: expected floating-point values (float16, float32 or float64), "
+            f"got dtype {a.dtype}"
+        )
+    if a.ndim == 0:
+        raise ValueError(
+            f"{name}: expected an array with a distribution axis, got a 0-d (scalar) array"
+        )
+    return a
+
+
+def parse_form(form: Any, name: str) -> int:
+    if not isinstance(form, str) or form not in FORMS:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, FORMS))}, got {form!r}")
+    return FORMS[form]
+
+
+def parse_reduction(reduction: Any) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction: expected one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}"
+        )
+    return reduction
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+def _parse_real(value: Any, name: str, expected: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name}: expected {expected}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name}: expected {expected}, got {value!r}") from None
+
+
+def parse_base(base: Any) -> float:
+    """The divisor log(base) that converts nats to the requested unit (1.0 for nats)."""
+    if base is None:
+        return 1.0
+    b = _parse_real(base, "base", "None or a real number > 0 and != 1")
+    if not (math.isfinite(b) and b > 0.0 and b != 1.0):
+        raise ValueError(f"base: expected a finite number > 0 and != 1, got {base!r}")
+    return math.log(b)
+
+
+def parse_eps(eps: Any) -> float:
+    """eps as a float in (0, 1), or 0.0 for None (exact semantics)."""
+    if eps is None:
+        return 0.0
+    e = _parse_real(eps, "eps", "None or a float in (0, 1)")
+    if not 0.0 < e < 1.0:
+        raise ValueError(f"eps: expected None or a float in (0, 1), got {eps!r}")
+    return e
+
+
+def parse_axis(axis: Any, ndim: int) -> int:
+    try:
+        ax = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis: expected an integer, got {axis!r}") from None
+    if not -ndim <= ax < ndim:
+        raise ValueError(f"axis: {axis} is out of bounds for inputs with {ndim} dimension(s)")
+    return ax % ndim
+
+
+# --- rows of a stack of distributions ----------------------------------------------------
+
+
+def _collapsed_stride(shape: Sequence[int], strides: Sequence[int]) -> int | None:
+    """The one stride s such that flat index i lies at byte offset i * s, or None.
+
+    Size-1 dimensions are ignored; a broadcast (all strides 0) gives 0.
+    """
+    dims = [(n, s) for n, s in zip(shape, strides, strict=True) if n != 1]
+    if not dims:
+        return 0
+    for (_, s_outer), (n_inner, s_inner) in itertools.pairwise(dims):
+        if s_outer != s_inner * n_inner:
+            return None
+    return dims[-1][1]
+
+
+class Rows:
+    """``n`` distributions of length ``k`` (a view of shape ``batch + (k,)``), as kernel rows."""
+
+    def __init__(self, view: np.ndarray, dtype: np.dtype) -> None:
+        self.view = view
+        self.batch = view.shape[:-1]
+        self.k = view.shape[-1]
+        self.n = math.prod(self.batch)
+        self.dtype = dtype
+        item = view.itemsize
+        row_stride = _collapsed_stride(self.batch, view.strides[:-1])
+        inner = view.strides[-1] if self.k > 1 else item
+        # (n, k) as a strided view when the batch collapses to one stride: slicing rows from it
+        # is cheap; otherwise rows are gathered by index.
+        self._rows2d = None
+        if row_stride is not None and self.n > 0:
+            self._rows2d = as_strided(view, (self.n, self.k), (row_stride, inner), writeable=False)
+        self.flat: np.ndarray | None = None
+        self.ld = 0
+        if (
+            self._rows2d is not None
+            and view.dtype == dtype
+            and inner == item
+            and row_stride is not None
+            and row_stride >= 0
+            and row_stride % item == 0
+            and view.flags.aligned
+        ):
+            self.ld = row_stride // item
+            self.flat = as_strided(
+                view, ((self.n - 1) * self.ld + self.k,), (item,), writeable=False
+            )
+        self._buffer: np.ndarray | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self.flat is not None
+
+    def block_rows(self) -> int:
+        return max(1, _config.BLOCK_BYTES // (self.k * self.dtype.itemsize))
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, int]:
+        """Rows ``start:stop`` as (1-D buffer, ld): a view if direct, else a staged copy."""
+        if self.flat is not None:
+            if self.ld == 0:
+                return self.flat, 0
+            return self.flat[start * self.ld : (stop - 1) * self.ld + self.k], self.ld
+        m = stop - start
+        if self._buffer is None:
+            self._buffer = np.empty((min(self.block_rows(), self.n), self.k), self.dtype)
+        dest = self._buffer[:m]
+        if self._rows2d is not None:
+            np.copyto(dest, self._rows2d[start:stop])
+        else:
+            index = np.unravel_index(np.arange(start, stop), self.batch)
+            np.copyto(dest, self.view[index])
+        staged = dest.reshape(-1)
+        staged.flags.writeable = False  # one numba type (read-only) for every operand
+        return staged, self.k
+
+    def row_index(self, i: int) -> int | tuple[int, ...]:
+        """Row ``i`` in the operand's own batch coordinates, for error messages."""
+        if len(self.batch) == 1:
+            return i
+        return tuple(int(j) for j in np.unravel_index(i, self.batch))
+
+
+def run_blocks(
+    operands: Sequence[Rows],
+    n: int,
+    body: Callable[[list[tuple[np.ndarray, int]], int, int], None],
+) -> None:
+    """Call ``body(rows, start, stop)`` once if every operand is direct, else per block."""
+    if n == 0:
+        return
+    if all(op.direct for op in operands):
+        body([op.rows(0, n) for op in operands], 0, n)
+        return
+    step = min(op.block_rows() for op in operands if not op.direct)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        body([op.rows(start, stop) for op in operands], start, stop)
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def _sum_tolerance(dtype: np.dtype, k: int) -> float:
+    """How far a row's total may stray from 1: 1e-6, or sqrt(k) ulps of the input dtype."""
+    return max(1e-6, math.sqrt(k) * float(np.finfo(dtype).eps))
+
+
+def validate_rows(x: np.ndarray, name: str, form: int, normalize: bool, compute: np.dtype) -> None:
+    """Raise ValueError naming the first invalid row of ``x`` (distribution axis last)."""
+    rows = Rows(x, compute)
+    if rows.n == 0:
+        return
+    if normalize:
+        # probabilities must have positive mass; log forms are normalized whatever they sum to
+        sum_check = _cpu.SUM_POSITIVE if form == PROBS else _cpu.SUM_UNCHECKED
+    else:
+        sum_check = _cpu.SUM_IS_ONE if form != LOGITS else _cpu.SUM_UNCHECKED
+    tol = _sum_tolerance(x.dtype, rows.k)
+    status = np.empty(rows.n, np.int8)
+
+    def body(bufs: list[tuple[np.ndarray, int]], start: int, stop: int) -> None:
+        (buf, ld) = bufs[0]
+        with _config.kernel_guard():
+            _cpu._check_rows_cpu(buf, ld, rows.k, form, sum_check, tol, status[start:stop])
+
+    run_blocks([rows], rows.n, body)
+    bad = np.flatnonzero(status)
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    code = int(status[i])
+    where = f"{name}: row {rows.row_index(i)}"
+    if code in _ROW_MESSAGES:
+        raise ValueError(f"{where} {_ROW_MESSAGES[code]}")
+    row = rows._rows2d[i] if rows._rows2d is not None else x[np.unravel_index(i, rows.batch)]
+    row = row.astype(np.float64)
+    if form == PROBS:
+        total = float(row.sum())
+    else:
+        total = float(np.exp(np.logaddexp.reduce(row)))
+    if sum_check == _cpu.SUM_POSITIVE:
+        raise ValueError(f"{where} sums to {total!r}: cannot normalize a row without mass")
+    raise ValueError(
+        f"{where} sums to {total!r}, not 1 (tolerance {tol:.3g}); "
+        "pass normalize=True to divide each row by its sum"
+    )
+
+
+# --- the call ----------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Inputs brought to a common shape: distribution axis last, batch dims broadcast."""
+
+    views: list[np.ndarray]  # each: own batch dims (broadcastable) + (k,)
+    batch: tuple[int, ...]
+    k: int
+    compute: np.dtype  # float32 or float64: what the kernel reads
+    result: np.dtype  # dtype of the result
+
+
+def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
+    arrs = [as_float_array(a, name) for a, name in zip(arrays, names, strict=True)]
+    ndim = max(a.ndim for a in arrs)
+    ax = parse_axis(axis, ndim)
+    # Align dimensions from the right as numpy does; the new leading dims are views.
+    arrs = [a[(np.newaxis,) * (ndim - a.ndim)] for a in arrs]
+    lengths = [a.shape[ax] for a in arrs]
+    if len(set(lengths)) > 1:
+        shapes = " and ".join(f"{name} {a.shape}" for name, a in zip(names, arrs, strict=True))
+        raise ValueError(
+            f"{' and '.join(names)} must have the same length along axis {axis}: got {shapes}"
+        )
+    k = lengths[0]
+    if k == 0:
+        raise ValueError(
+            f"{', '.join(names)}: zero-length distributions along axis {axis} (k == 0)"
+        )
+    views = [np.moveaxis(a, ax, -1) for a in arrs]
+    try:
+        batch = np.broadcast_shapes(*(v.shape[:-1] for v in views))
+    except ValueError:
+        shapes = ", ".join(f"{name} {v.shape[:-1]}" for name, v in zip(names, views, strict=True))
+        raise ValueError(
+            f"{', '.join(names)}: the dimensions other than axis {axis} do not broadcast "
+            f"({shapes})"
+        ) from None
+    any64 = any(a.dtype.itemsize == 8 for a in arrs)
+    dtype = np.dtype(np.float64 if any64 else np.float32)
+    return Prepared(views, tuple(batch), k, dtype, dtype)
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[Any]) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out: expected dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out: the array is read-only")
+    for x in inputs:
+        if isinstance(x, np.ndarray):
+            try:
+                overlaps = np.shares_memory(out, x, max_work=10**6)
+            except np.exceptions.TooHardError:
+                overlaps = True
+            if overlaps:
+                raise ValueError("out: overlaps an input; pass a separate array")
+
+
+def finish(
+    prep: Prepared,
+    operands: Sequence[Rows],
+    kernel_call: Callable[[list[tuple[np.ndarray, int]], int, np.ndarray], None],
+    reduction: str,
+    out: Any,
+    inputs: Sequence[Any],
+) -> Any:
+    """Run ``kernel_call(rows, k, out_rows)`` over all rows and shape the result."""
+    n = math.prod(prep.batch)
+
+    def body(bufs: list[tuple[np.ndarray, int]], start: int, stop: int) -> None:
+        with _config.kernel_guard():
+            kernel_call(bufs, prep.k, target[start:stop])
+
+    if reduction != "none":
+        if out is not None:
+            raise ValueError("out: only supported with reduction='none'")
+        target = np.empty(n, np.float64)  # rows in float64, summed in a fixed order
+        run_blocks(operands, n, body)
+        total = float(target.sum()) if n else 0.0
+        if reduction == "mean":
+            total = total / n if n else math.nan
+        return prep.result.type(total)
+
+    if out is not None:
+        check_out(out, prep.batch, prep.result, inputs)
+        result = out
+    else:
+        result = np.empty(prep.batch, prep.result)
+    direct_out = result.flags.c_contiguous and result.flags.aligned
+    target = result.reshape(-1) if direct_out else np.empty(n, prep.result)
+    run_blocks(operands, n, body)
+    if not direct_out:
+        result[...] = target.reshape(prep.batch)
+    if out is None and result.ndim == 0:
+        return result[()]
+    return result
+
+
+def rowwise(
+    kernel_call: Callable[..., None],
+    arrays: Sequence[Any],
+    names: Sequence[str],
+    forms: Sequence[int],
+    *,
+    axis: Any,
+    reduction: Any,
+    normalize: bool,
+    validate: bool,
+    out: Any,
+) -> Any:
+    """The common path of every row-wise function (see the module docstring)."""
+    reduction = parse_reduction(reduction)
+    prep = prepare(arrays, names, axis)
+    if validate:
+        for view, name, form in zip(prep.views, names, forms, strict=True):
+            validate_rows(view, name, form, normalize, prep.compute)
+    operands = [Rows(np.broadcast_to(v, (*prep.batch, prep.k)), prep.compute) for v in prep.views]
+    return finish(prep, operands, kernel_call, reduction, out, arrays)

@@ -1,0 +1,62 @@
+"""Slow, obviously-correct references, built on scipy and numpy in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_softmax, rel_entr
+
+
+def to_probs(x: np.ndarray, form: str, axis: int = -1) -> np.ndarray:
+    """Probabilities (float64) from an input given in ``form``."""
+    x = np.asarray(x, dtype=np.float64)
+    if form == "probs":
+        return x
+    if form == "log_probs":
+        return np.exp(x)
+    return np.exp(log_softmax(x, axis=axis))
+
+
+def kl_ref(
+    p: np.ndarray,
+    q: np.ndarray,
+    *,
+    p_form: str = "probs",
+    q_form: str = "probs",
+    axis: int = -1,
+    base: float | None = None,
+    eps: float | None = None,
+    normalize: bool = False,
+) -> np.ndarray:
+    """sum(rel_entr(p, q), axis) after the same conversions, in float64."""
+    p, q = np.broadcast_arrays(np.asarray(p, np.float64), np.asarray(q, np.float64))
+    if normalize and p_form == "log_probs":
+        p_form = "logits"
+    if normalize and q_form == "log_probs":
+        q_form = "logits"
+    pp = to_probs(p, p_form, axis)
+    qq = to_probs(q, q_form, axis)
+    if normalize:
+        if p_form == "probs":
+            pp = pp / pp.sum(axis=axis, keepdims=True)
+        if q_form == "probs":
+            qq = qq / qq.sum(axis=axis, keepdims=True)
+    if eps is not None:
+        pp = np.clip(pp, eps, 1.0)
+        qq = np.clip(qq, eps, 1.0)
+    with np.errstate(all="ignore"):
+        out = rel_entr(pp, qq).sum(axis=axis)
+    if base is not None:
+        out = out / np.log(base)
+    return out
+
+
+def random_probs(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.float64):
+    x = rng.standard_exponential(shape)
+    return (x / x.sum(axis=-1, keepdims=True)).astype(dtype)
+
+
+def assert_close(actual, desired, *, rtol: float, atol: float = 0.0) -> None:
+    """assert_allclose that also requires the same infinities and NaNs in the same places."""
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, equal_nan=True)

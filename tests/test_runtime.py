@@ -1,0 +1,147 @@
+"""The numba runtime around the kernels: threads, concurrency, the cache, the GIL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+from reference import assert_close, kl_ref, random_probs
+
+import fastkl
+from fastkl import _config
+
+ROOT = Path(fastkl.__file__).resolve().parent
+
+
+def test_threading_layer_is_safe_for_concurrent_callers():
+    # workqueue aborts the whole process on concurrent calls; fastkl serializes calls if it
+    # ever ends up there, but on supported platforms it must get a thread-safe layer.
+    layer = _config.threading_layer()
+    assert layer in ("tbb", "omp") or _config._kernel_lock is not None
+
+
+def test_four_threads_at_once(rng):
+    p = random_probs(rng, (20_000, 32))
+    q = random_probs(rng, (20_000, 32))
+    p32, q32 = p.astype(np.float32), q.astype(np.float32)
+    expected = fastkl.kl_div(p, q)
+    expected32 = fastkl.kl_div(p32, q32)
+    assert_close(expected, kl_ref(p, q), rtol=1e-12, atol=1e-15)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def work(tid: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(25):
+                if (tid + i) % 2:
+                    assert np.array_equal(fastkl.kl_div(p, q), expected)
+                else:
+                    out = np.empty(len(p), np.float32)
+                    fastkl.kl_div(p32, q32, out=out)
+                    assert np.array_equal(out, expected32)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def _run_python(
+    code: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    # cwd matters: `python -c` puts it first on sys.path, ahead of PYTHONPATH
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=os.environ if env is None else env,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_read_only_install_still_imports_and_runs(tmp_path):
+    # A copy of the package in a read-only directory, with no NUMBA_CACHE_DIR: the cache falls
+    # back to a writable directory, and a second process loads from it.
+    site = tmp_path / "site"
+    shutil.copytree(ROOT, site / "fastkl", ignore=shutil.ignore_patterns("__pycache__"))
+    home = tmp_path / "home"
+    home.mkdir()
+    # chmod does not stop root; a file where __pycache__/ would go stops everyone.
+    (site / "fastkl" / "__pycache__").write_text("")
+    for path in [site / "fastkl", site]:
+        path.chmod(0o555)
+    try:
+        code = f"""
+            import numpy as np, fastkl
+            from fastkl import _config
+            assert fastkl.__file__.startswith({str(site)!r}), fastkl.__file__
+            p = np.array([[0.1, 0.9]]); q = np.array([0.4, 0.6])
+            print(repr(float(fastkl.kl_div(p, q)[0])))
+            print(_config.cache_dir())
+        """
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+        env.update(PYTHONPATH=str(site), HOME=str(home), XDG_CACHE_HOME=str(home / "c"))
+        first = _run_python(code, env, cwd=home)
+        assert first.returncode == 0, first.stderr
+        value, cache = first.stdout.split()
+        assert abs(float(value) - 0.226289161185359) < 1e-15
+        assert not cache.startswith(str(site))
+        assert os.listdir(cache), "nothing was cached"
+        second = _run_python(code, env, cwd=home)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout == first.stdout
+    finally:
+        for path in [site, site / "fastkl"]:
+            path.chmod(0o755)
+
+
+def test_cache_key_covers_the_scalar_definitions(monkeypatch, tmp_path):
+    # numba alone keys a kernel on its own file; ours also hashes _math.py (inlined into it).
+    copy = tmp_path / "fastkl"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(_config, "_PACKAGE_DIR", str(copy))
+    before = _config._source_fingerprint()
+    math_py = copy / "_math.py"
+    math_py.write_text(math_py.read_text() + "\n# changed\n")
+    assert _config._source_fingerprint() != before
+
+
+def test_kernels_release_the_gil(rng):
+    # While one thread scores a large input, another Python thread keeps running.
+    p = random_probs(rng, (400_000, 64)).astype(np.float32)
+    q = random_probs(rng, (400_000, 64)).astype(np.float32)
+    fastkl.kl_div(p[:10], q[:10])
+    ticks = 0
+    done = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+
+    sys_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        t = threading.Thread(target=count)
+        t.start()
+        ticks_before = ticks
+        for _ in range(3):
+            fastkl.kl_div(p, q)
+        ticks_during = ticks - ticks_before
+        done.set()
+        t.join()
+    finally:
+        sys.setswitchinterval(sys_interval)
+    assert ticks_during > 0
