@@ -327,3 +327,27 @@ def test_log_probs_log_softmax_agree(rng):
     c = fastkl.kl_div(np.exp(lp), np.exp(lp[::-1]))
     assert_close(a, b, rtol=1e-12, atol=1e-15)
     assert_close(a, c, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "gathered"])
+def test_staged_inputs_use_bounded_memory(rng, layout):
+    import tracemalloc
+
+    n, k = 200_000, 16
+    p = random_probs(rng, (n, k))
+    q = random_probs(rng, (n, k))
+    if layout == "fortran":
+        p, q = np.asfortranarray(p), np.asfortranarray(q)
+    else:  # a (B, T, k) input against (T, k): rows gathered block by block
+        p, q = p.reshape(n // 4, 4, k), q[:4]
+    fastkl.kl_div(p[:2], q if layout == "gathered" else q[:2])
+    tracemalloc.start()
+    try:
+        result = fastkl.kl_div(p, q)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the result, plus staged blocks of BLOCK_BYTES (and the gather's index arrays)
+    assert peak < result.nbytes + 4 * _config.BLOCK_BYTES, (peak, p.nbytes)
+    assert peak < p.nbytes / 2
+    assert_close(result, kl_ref(p, q), rtol=1e-12, atol=1e-15)
