@@ -236,5 +236,23 @@ def compile_scalars(
     return types.SimpleNamespace(**compiled)
 
 
+def specialize(template: Any, name: str, bindings: dict[str, Any]) -> Any:
+    """A copy of the plain function ``template`` whose global names ``bindings`` are replaced.
+
+    Kernels are written once as templates over a few names (the form pair's segment loops,
+    its exact fallback) and specialized per form pair: each variant compiles only the code of
+    its pair, lazily, and caches under its own name.
+    """
+    namespace = dict(template.__globals__)
+    namespace.update(bindings)
+    fn = types.FunctionType(
+        template.__code__, namespace, name, template.__defaults__, template.__closure__
+    )
+    fn.__module__ = template.__module__
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    return fn
+
+
 _install_cache_locator()
 _choose_threading_layer()

@@ -1,54 +1,102 @@
-"""CPU kernels: thin ``prange`` loops over rows around the scalar terms of ``_math``.
+"""CPU kernels: ``prange`` loops over rows around the scalar terms of ``_math``.
 
 Every kernel takes its rows in the layout the C API uses: a 1-D contiguous buffer and a row
 stride ``ld`` in elements (row ``i`` is ``x[i * ld : i * ld + k]``; ``ld == 0`` repeats one row
 for every output). The driver (``_driver.py``) brings any input to that layout, without copying
 the whole array, and owns every other argument decision.
 
-Per-element arithmetic is float64 and each row accumulates in float64, whatever the input
-dtype, so float32 inputs get float64 accuracy (long rows of 100,000 terms included).
+How a row is scored
+-------------------
+Each row first takes the fast path, which vectorizes (16 float32 lanes per AVX-512 instruction)
+because it has no branch and no special-value select in its inner loops. Depending on the
+forms, that is:
+
+* a statistics pass: the row maximum of logits, through an integer max of the float's ordered
+  bits (LLVM does not vectorize a float max reduction unless NaNs are ruled out, and they must
+  not be); or the row sum, when normalizing probabilities;
+* a sum pass over segments of ``SEG`` elements, in the input's precision with the polynomial
+  ``log_core``/``exp_core`` of ``_simd``. Each segment's partial sum is added in float64,
+  segment by segment and chunk by chunk, in a fixed order;
+* a few scalar operations that finish the row.
+
+The sum pass also accumulates a check that is exactly 0 when every value met the fast path's
+assumptions: finite quotients >= 0, probabilities >= 0. A row whose check is not 0, or whose
+result is not finite (a NaN, a zero in q, logits of -inf), is computed again by the exact path
+(``_kl_row_exact``: float64, IEEE special values handled term by term). That is where the exact
+semantics of ``_math`` come from, at no cost to ordinary rows.
+
+Shapes
+------
+* k <= FLAT_MAX_K (probabilities on both sides, contiguous rows): a row is too short for a
+  vector loop, so the terms of a block of rows are computed as one flat vectorized loop and
+  then summed row by row.
+* Fewer than SPLIT_MAX_ROWS rows of at least 2 * CHUNK elements: the (row, chunk) pairs are
+  spread over the threads, so that a few long rows still use every core.
+
+All modes add the same partial sums in the same order. A row's result is bitwise the same
+whatever the number of threads, and whatever block of rows it arrives in.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from . import _math
-from ._config import JIT_OPTIONS, compile_scalars
+from . import _math, _simd
+from ._config import JIT_OPTIONS, compile_scalars, specialize
 from ._math import LOGITS, PROBS
 
-_S = compile_scalars(_math, njit(inline="always", **JIT_OPTIONS))
+_S = compile_scalars(
+    _math,
+    njit(**JIT_OPTIONS),  # leaves: LLVM inlines them into the vectorized loops
+    {"log": _simd.log, "exp": _simd.exp, "log_core": _simd.log_core},
+)
 clip = _S.clip
 max_nan = _S.max_nan
 kl_term = _S.kl_term
+kl_term_fast = _S.kl_term_fast
 kl_term_log = _S.kl_term_log
+kl_term_log_fast = _S.kl_term_log_fast
 
-log = math.log
-exp = math.exp
+log = _simd.log
+exp = _simd.exp
+log_core = _simd.log_core
+exp_core = _simd.exp_core
+like = _simd.like
 
-# How a row is read once its form is resolved: as probabilities (times a scale) or as
-# log-probabilities (minus a shift).
+SEG = 512  # elements summed in the input's precision before a float64 add
+CHUNK = 64 * SEG  # the unit a long row is split into across threads
+FLAT_MAX_K = 8
+FLAT_BLOCK_ROWS = 512
+SPLIT_MAX_ROWS = 8
+
+# How one side of a row is read: as probabilities (times a scale) or as log-probabilities
+# (minus a shift).
 _AS_PROB = 0
 _AS_LOG = 1
 
+
 _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=True)
+# Loop structure is inlined at the numba IR level: a call per segment of 64 elements would
+# cost more than the segment. Leaves (log, exp, the scalar terms) and the rarely taken exact
+# path are ordinary calls, which keeps the IR, and the compile time, small.
 _HELPER = dict(JIT_OPTIONS, inline="always")
+_CALL = dict(JIT_OPTIONS)
 
 
-@njit(**_HELPER)
-def _row_sum(x):
+# --- the exact path ---------------------------------------------------------------------
+
+
+@njit(**_CALL)
+def _row_sum_exact(x):
     acc = 0.0
     for j in range(x.shape[0]):
         acc += x[j]
     return acc
 
 
-@njit(**_HELPER)
-def _row_logsumexp(x):
-    """log(sum(exp(x))) in two vectorizable passes (max, then the shifted sum)."""
+@njit(**_CALL)
+def _row_logsumexp_exact(x):
     m = -np.inf
     for j in range(x.shape[0]):
         m = max_nan(x[j], m)
@@ -58,40 +106,307 @@ def _row_logsumexp(x):
     return m + log(acc)
 
 
-@njit(**_HELPER)
+@njit(**_CALL)
 def _read_as(x, form, normalize, eps):
-    """How to read row ``x``: (kind, a, lo, hi).
+    """How to read row ``x`` exactly: (kind, a, lo, hi).
 
     kind _AS_PROB: the probabilities are ``clip(x * a, lo, hi)``;
     kind _AS_LOG: the log-probabilities are ``clip(x - a, lo, hi)``.
-    ``a`` fuses normalization (1 / sum, or the log-sum-exp of logits) into the term loop, and
-    the bounds fuse eps-clipping (infinite bounds clip nothing and keep NaN).
+    Infinite bounds clip nothing and keep NaN.
     """
     if form == PROBS:
-        a = 1.0 / _row_sum(x) if normalize else 1.0
+        a = 1.0 / _row_sum_exact(x) if normalize else 1.0
         if eps > 0.0:
             return _AS_PROB, a, eps, 1.0
         return _AS_PROB, a, -np.inf, np.inf
     # Normalizing log-probabilities is subtracting their log-sum-exp: they are logits then.
-    a = _row_logsumexp(x) if (form == LOGITS or normalize) else 0.0
+    a = _row_logsumexp_exact(x) if (form == LOGITS or normalize) else 0.0
     if eps > 0.0:
         return _AS_LOG, a, log(eps), 0.0
     return _AS_LOG, a, -np.inf, np.inf
 
 
+# --- the fast path, written once as templates over a form pair ----------------------------
+#
+# The functions named _t_* are plain Python templates. They are specialized per form pair
+# (``_family`` below, through ``_config.specialize``) with these names bound:
+#   LOG_P, LOG_Q: whether p and q are log-scores (constants, so LLVM drops the other branches);
+#   SEG_SUMS: the pair's segment loop, returning 4 float64 sums:
+#     s0 the KL accumulator, s1 the check (0 when the fast path holds),
+#     s2 the mass of p (sum of p, or of exp(p - max) for log-scores), s3 that of q (log q only);
+#   and the other _t_* names, bound to their specialized versions.
+# Each pair's kernels then compile only that pair's code.
+
+LOG_P = False
+LOG_Q = False
+# SEG_SUMS is bound per pair too (defined below, after the segment loops).
+
+
 @njit(**_HELPER)
-def _kl_row(p, q, p_form, q_form, normalize, eps):
-    pk, pa, plo, phi = _read_as(p, p_form, normalize, eps)
-    qk, qa, qlo, qhi = _read_as(q, q_form, normalize, eps)
+def _row_max(x):
+    """Maximum of a segment through ordered integer bits (a vectorizable reduction)."""
+    m = _simd.lowest_ordered(x[0])
+    for j in range(x.shape[0]):
+        b = _simd.ordered_bits(x[j])
+        m = b if b > m else m
+    return np.float64(_simd.from_ordered_bits(m, x[0]))
+
+
+@njit(**_HELPER)
+def _row_max2(p, q):
+    mp = _simd.lowest_ordered(p[0])
+    mq = _simd.lowest_ordered(q[0])
+    for j in range(p.shape[0]):
+        bp = _simd.ordered_bits(p[j])
+        bq = _simd.ordered_bits(q[j])
+        mp = bp if bp > mp else mp
+        mq = bq if bq > mq else mq
+    return (
+        np.float64(_simd.from_ordered_bits(mp, p[0])),
+        np.float64(_simd.from_ordered_bits(mq, q[0])),
+    )
+
+
+@njit(**_HELPER)
+def _row_mass(x):
+    s = like(x[0], 0.0)
+    for j in range(x.shape[0]):
+        s += x[j]
+    return np.float64(s)
+
+
+@njit(**_HELPER)
+def _seg_pp(p, q, ap, aq, lo, hi):
+    """Sum of p log(p/q) (each side scaled, and clipped if lo > -inf); the check is 0 iff
+    every quotient is finite and >= 0."""
+    acc = like(p[0], 0.0)
+    chk = like(p[0], 0.0)
+    if lo > -np.inf:
+        for j in range(p.shape[0]):
+            pj = clip(p[j] * ap, lo, hi)
+            qj = clip(q[j] * aq, lo, hi)
+            r = pj / qj
+            chk += r - abs(r)
+            acc += kl_term_fast(pj, qj)
+    else:
+        for j in range(p.shape[0]):
+            pj = p[j] * ap
+            qj = q[j] * aq
+            r = pj / qj
+            chk += r - abs(r)  # 0 for finite r >= 0; negative, or NaN for NaN and inf
+            acc += kl_term_fast(pj, qj)
+    return np.float64(acc), np.float64(chk), 0.0, 0.0
+
+
+@njit(**_HELPER)
+def _seg_pl(p, zq, ap, mq, lo, hi):
+    """p probabilities, q log-scores shifted by mq."""
+    acc = like(p[0], 0.0)
+    mass = like(p[0], 0.0)
+    sq = like(p[0], 0.0)
+    chk = like(p[0], 0.0)
+    for j in range(p.shape[0]):
+        pj = p[j] * ap
+        dq = zq[j] - mq
+        chk += pj - abs(pj)  # negative or NaN p
+        acc += kl_term_log_fast(pj, log_core(pj), dq)  # p == 0: 0 times a finite log_core(0)
+        mass += pj
+        sq += exp_core(dq)
+    return np.float64(acc), np.float64(chk), np.float64(mass), np.float64(sq)
+
+
+@njit(**_HELPER)
+def _seg_lp(zp, q, mp, aq, lo, hi):
+    """p log-scores shifted by mp, q probabilities (which must be positive and normal)."""
+    zero = like(zp[0], 0.0)
+    one = like(zp[0], 1.0)
+    low = like(zp[0], -1e4)  # exp(low) is 0: a log-probability of -inf weighs 0, not NaN
+    tiny = like(zp[0], 1.1754943508222875e-38)  # float32's smallest normal
+    sp = zero
+    w = zero
+    chk = zero
+    for j in range(zp.shape[0]):
+        dp = zp[j] - mp
+        e = exp_core(dp)
+        qj = q[j] * aq
+        chk += (qj - abs(qj)) + (one if qj < tiny else zero)
+        sp += e
+        w += kl_term_log_fast(e, low if dp < low else dp, log_core(qj))
+    return np.float64(w), np.float64(chk), np.float64(sp), 0.0
+
+
+@njit(**_HELPER)
+def _seg_ll(zp, zq, mp, mq, lo, hi):
+    """Both sides log-scores, shifted by their maxima."""
+    low = like(zp[0], -1e4)
+    sp = like(zp[0], 0.0)
+    sq = like(zp[0], 0.0)
+    w = like(zp[0], 0.0)
+    for j in range(zp.shape[0]):
+        dp = zp[j] - mp
+        dq = zq[j] - mq
+        e = exp_core(dp)
+        sp += e
+        sq += exp_core(dq)
+        w += kl_term_log_fast(e, low if dp < low else dp, dq)
+    return np.float64(w), 0.0, np.float64(sp), np.float64(sq)
+
+
+def _t_seg_stats(p, q, stat_p, stat_q):
+    """A segment's statistics: the maximum of a log-score side, the mass of a probability side."""
+    if LOG_P and LOG_Q and stat_p and stat_q:
+        return _row_max2(p, q)
+    sp = 0.0
+    sq = 0.0
+    if stat_p:
+        sp = _row_max(p) if LOG_P else _row_mass(p)
+    if stat_q:
+        sq = _row_max(q) if LOG_Q else _row_mass(q)
+    return sp, sq
+
+
+def _t_combine(sp, sq, a, b):
+    return (max_nan(a, sp) if LOG_P else sp + a), (max_nan(b, sq) if LOG_Q else sq + b)
+
+
+def _t_chunk_stats(p, q, stat_p, stat_q, start, stop):
+    """Statistics of elements start:stop, segment by segment in a fixed order."""
+    sp, sq = _t_seg_stats(
+        p[start : min(start + SEG, stop)], q[start : min(start + SEG, stop)], stat_p, stat_q
+    )
+    for s in range(start + SEG, stop, SEG):
+        e = min(s + SEG, stop)
+        a, b = _t_seg_stats(p[s:e], q[s:e], stat_p, stat_q)
+        sp, sq = _t_combine(sp, sq, a, b)
+    return sp, sq
+
+
+def _t_row_params(stat_p, stat_q, sp, sq, eps):
+    """A row's statistics as the sum pass's arguments (a_p, a_q, lo, hi)."""
+    if LOG_P:
+        a_p = sp if stat_p else 0.0
+    else:
+        a_p = 1.0 / sp if stat_p else 1.0
+    if LOG_Q:
+        a_q = sq if stat_q else 0.0
+    else:
+        a_q = 1.0 / sq if stat_q else 1.0
+    if eps > 0.0:
+        return a_p, a_q, eps, 1.0
+    return a_p, a_q, -np.inf, np.inf
+
+
+def _t_chunk_sums(p, q, a_p, a_q, lo, hi, start, stop):
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for s in range(start, stop, SEG):
+        e = min(s + SEG, stop)
+        t0, t1, t2, t3 = SEG_SUMS(
+            p[s:e], q[s:e], like(p[0], a_p), like(q[0], a_q), like(p[0], lo), like(p[0], hi)
+        )
+        s0 += t0
+        s1 += t1
+        s2 += t2
+        s3 += t3
+    return s0, s1, s2, s3
+
+
+def _t_finish(stat_p, stat_q, s0, s1, s2, s3):
+    """(KL, ok) from a row's float64 sums; ok False sends the row to the exact path."""
+    kl = s0
+    if LOG_P and stat_p and LOG_Q and stat_q:
+        kl = s0 / s2 + log(s3 / s2)  # one float64 log per row instead of two
+        # Both sides are softmax distributions, so KL >= 0 holds exactly (Gibbs); a negative
+        # value is rounding in the last bit (identical float32 logits gave -1.1e-16).
+        kl = 0.0 if kl < 0.0 else kl
+    elif LOG_P and stat_p:
+        kl = s0 / s2 - log(s2)  # p = exp(dp) / s2
+    elif LOG_Q and stat_q:
+        kl += s2 * log(s3)  # log q = dq - log(s3), weighted by the mass of p
+    return kl, s1 == 0.0 and abs(kl) < np.inf
+
+
+def _t_row_stats(p, q, stat_p, stat_q):
+    k = p.shape[0]
+    sp, sq = _t_chunk_stats(p, q, stat_p, stat_q, 0, min(CHUNK, k))
+    for c in range(CHUNK, k, CHUNK):
+        a, b = _t_chunk_stats(p, q, stat_p, stat_q, c, min(c + CHUNK, k))
+        sp, sq = _t_combine(sp, sq, a, b)
+    return sp, sq
+
+
+def _t_plain_sums(p, q):
+    """The sum pass of a row without statistics or clipping.
+
+    Unit scales and zero shifts are compile-time constants here, so LLVM removes them from
+    the loop; a row of one segment skips the loop structure (per-row overhead is what short
+    rows pay for). Longer rows go through the same chunk and segment order as every mode.
+    """
+    k = p.shape[0]
+    a_p = 0.0 if LOG_P else 1.0
+    a_q = 0.0 if LOG_Q else 1.0
+    if k <= SEG:
+        return SEG_SUMS(
+            p, q, like(p[0], a_p), like(q[0], a_q), like(p[0], -np.inf), like(p[0], np.inf)
+        )
+    s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+    for c in range(0, k, CHUNK):
+        t0, t1, t2, t3 = _t_chunk_sums(p, q, a_p, a_q, -np.inf, np.inf, c, min(c + CHUNK, k))
+        s0 += t0
+        s1 += t1
+        s2 += t2
+        s3 += t3
+    return s0, s1, s2, s3
+
+
+def _t_fast_row(p, q, p_form, q_form, normalize, eps):
+    """(KL, ok) of one row by the fast path."""
+    k = p.shape[0]
+    if eps > 0.0 and (LOG_P or LOG_Q):
+        return 0.0, False  # clipping log-scores: the exact path
+    stat_p = p_form == LOGITS or normalize
+    stat_q = q_form == LOGITS or normalize
+    if not (stat_p or stat_q or eps > 0.0):
+        s0, s1, s2, s3 = _t_plain_sums(p, q)
+        return _t_finish(False, False, s0, s1, s2, s3)
+    sp, sq = 0.0, 0.0
+    if k <= SEG:
+        # one segment: the same operations as below, without the loop structure
+        if stat_p or stat_q:
+            sp, sq = _t_seg_stats(p, q, stat_p, stat_q)
+        a_p, a_q, lo, hi = _t_row_params(stat_p, stat_q, sp, sq, eps)
+        s0, s1, s2, s3 = SEG_SUMS(
+            p, q, like(p[0], a_p), like(q[0], a_q), like(p[0], lo), like(p[0], hi)
+        )
+        return _t_finish(stat_p, stat_q, s0, s1, s2, s3)
+    if stat_p or stat_q:
+        sp, sq = _t_row_stats(p, q, stat_p, stat_q)
+    a_p, a_q, lo, hi = _t_row_params(stat_p, stat_q, sp, sq, eps)
+    s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+    for c in range(0, k, CHUNK):
+        t0, t1, t2, t3 = _t_chunk_sums(p, q, a_p, a_q, lo, hi, c, min(c + CHUNK, k))
+        s0 += t0
+        s1 += t1
+        s2 += t2
+        s3 += t3
+    return _t_finish(stat_p, stat_q, s0, s1, s2, s3)
+
+
+def _t_exact_row(p, q, p_form, q_form, normalize, eps):
+    """KL of one row in float64, every IEEE special value handled term by term."""
+    _, pa, plo, phi = _read_as(p, p_form, normalize, eps)
+    _, qa, qlo, qhi = _read_as(q, q_form, normalize, eps)
     acc = 0.0
-    if pk == _AS_PROB and qk == _AS_PROB:
+    if not LOG_P and not LOG_Q:
         for j in range(p.shape[0]):
             acc += kl_term(clip(p[j] * pa, plo, phi), clip(q[j] * qa, qlo, qhi))
-    elif pk == _AS_PROB:
+    elif not LOG_P:
         for j in range(p.shape[0]):
             pj = clip(p[j] * pa, plo, phi)
             acc += kl_term_log(pj, log(pj), clip(q[j] - qa, qlo, qhi))
-    elif qk == _AS_PROB:
+    elif not LOG_Q:
         for j in range(p.shape[0]):
             lp = clip(p[j] - pa, plo, phi)
             acc += kl_term_log(exp(lp), lp, log(clip(q[j] * qa, qlo, qhi)))
@@ -102,14 +417,194 @@ def _kl_row(p, q, p_form, q_form, normalize, eps):
     return acc
 
 
-@njit(**_KERNEL)
-def _kl_rows_cpu(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
-    """out[i] = KL(p_i || q_i) / divisor for every row i (see the module docstring)."""
+def _t_kl_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
+    """out[i] = KL(p_i || q_i) / divisor, one row per task."""
     for i in prange(out.shape[0]):
-        row = _kl_row(
-            p[i * ldp : i * ldp + k], q[i * ldq : i * ldq + k], p_form, q_form, normalize, eps
-        )
-        out[i] = row / divisor
+        pr = p[i * ldp : i * ldp + k]
+        qr = q[i * ldq : i * ldq + k]
+        kl, ok = _t_fast_row(pr, qr, p_form, q_form, normalize, eps)
+        if not ok:
+            kl = _t_exact_row(pr, qr, p_form, q_form, normalize, eps)
+        out[i] = kl if divisor == 1.0 else kl / divisor
+
+
+def _t_kl_rows_plain(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
+    """_t_kl_rows for rows without statistics or clipping (probabilities or log-probabilities,
+    no normalize, no eps): nothing per row but the sum pass, for the many-short-rows case."""
+    for i in prange(out.shape[0]):
+        pr = p[i * ldp : i * ldp + k]
+        qr = q[i * ldq : i * ldq + k]
+        s0, s1, s2, s3 = _t_plain_sums(pr, qr)
+        kl, ok = _t_finish(False, False, s0, s1, s2, s3)
+        if not ok:
+            kl = _t_exact_row(pr, qr, p_form, q_form, normalize, eps)
+        out[i] = kl if divisor == 1.0 else kl / divisor
+
+
+def _t_kl_rows_split(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
+    """A few long rows: (row, chunk) tasks over the threads, combined in the row order above."""
+    n = out.shape[0]
+    chunks = (k + CHUNK - 1) // CHUNK
+    stat_p = p_form == LOGITS or normalize
+    stat_q = q_form == LOGITS or normalize
+    fast = not (eps > 0.0 and (LOG_P or LOG_Q))
+    stats = np.zeros((n, chunks, 2))
+    if fast and (stat_p or stat_q):
+        for t in prange(n * chunks):
+            i, c = t // chunks, t % chunks
+            a, b = _t_chunk_stats(
+                p[i * ldp : i * ldp + k],
+                q[i * ldq : i * ldq + k],
+                stat_p,
+                stat_q,
+                c * CHUNK,
+                min(c * CHUNK + CHUNK, k),
+            )
+            stats[i, c, 0] = a
+            stats[i, c, 1] = b
+    params = np.empty((n, 4))
+    for i in range(n):
+        sp, sq = stats[i, 0, 0], stats[i, 0, 1]
+        for c in range(1, chunks):
+            sp, sq = _t_combine(sp, sq, stats[i, c, 0], stats[i, c, 1])
+        a_p, a_q, lo, hi = _t_row_params(stat_p, stat_q, sp, sq, eps)
+        params[i, 0] = a_p
+        params[i, 1] = a_q
+        params[i, 2] = lo
+        params[i, 3] = hi
+    sums = np.zeros((n, chunks, 4))
+    if fast:
+        for t in prange(n * chunks):
+            i, c = t // chunks, t % chunks
+            s0, s1, s2, s3 = _t_chunk_sums(
+                p[i * ldp : i * ldp + k],
+                q[i * ldq : i * ldq + k],
+                params[i, 0],
+                params[i, 1],
+                params[i, 2],
+                params[i, 3],
+                c * CHUNK,
+                min(c * CHUNK + CHUNK, k),
+            )
+            sums[i, c, 0] = s0
+            sums[i, c, 1] = s1
+            sums[i, c, 2] = s2
+            sums[i, c, 3] = s3
+    for i in prange(n):
+        s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+        for c in range(chunks):
+            s0 += sums[i, c, 0]
+            s1 += sums[i, c, 1]
+            s2 += sums[i, c, 2]
+            s3 += sums[i, c, 3]
+        kl, ok = _t_finish(stat_p, stat_q, s0, s1, s2, s3)
+        if not (ok and fast):
+            kl = _t_exact_row(
+                p[i * ldp : i * ldp + k], q[i * ldq : i * ldq + k], p_form, q_form, normalize, eps
+            )
+        out[i] = kl / divisor
+
+
+SEG_SUMS = _seg_pp  # the probabilities pair's, until _family binds each pair's own
+
+_HELPER_TEMPLATES = (
+    "_t_seg_stats",
+    "_t_combine",
+    "_t_chunk_stats",
+    "_t_row_params",
+    "_t_chunk_sums",
+    "_t_finish",
+    "_t_row_stats",
+    "_t_plain_sums",
+    "_t_fast_row",
+    "_t_exact_row",
+)
+_KERNEL_TEMPLATES = ("_t_kl_rows", "_t_kl_rows_plain", "_t_kl_rows_split")
+
+
+def _family(tag: str, log_p: bool, log_q: bool, seg_sums) -> dict:
+    """Specialize every template for one form pair; returns the pair's kernels by template."""
+    bindings = {"LOG_P": log_p, "LOG_Q": log_q, "SEG_SUMS": seg_sums}
+    for name in _HELPER_TEMPLATES:
+        fn = specialize(globals()[name], f"{name[3:]}_{tag}", bindings)
+        bindings[name] = njit(**(_CALL if name == "_t_exact_row" else _HELPER))(fn)
+    kernels = {}
+    for name in _KERNEL_TEMPLATES:
+        fn = specialize(globals()[name], f"{name[3:]}_{tag}_cpu", bindings)
+        kernels[name] = njit(**_KERNEL)(fn)
+    return kernels
+
+
+#: (p is log-scores, q is log-scores) -> {"_t_kl_rows": kernel, "_t_kl_rows_split": kernel}
+KL_KERNELS = {
+    (False, False): _family("pp", False, False, _seg_pp),
+    (False, True): _family("pl", False, True, _seg_pl),
+    (True, False): _family("lp", True, False, _seg_lp),
+    (True, True): _family("ll", True, True, _seg_ll),
+}
+
+
+@njit(**_KERNEL)
+def _kl_rows_flat_cpu(p, q, k, divisor, out):
+    """k <= FLAT_MAX_K contiguous probability rows: one vectorized loop over a block's terms.
+
+    Rows shorter than a vector leave a row-by-row loop scalar; the terms of a block of rows
+    are one contiguous run, so compute them flat, then add each row's terms in order.
+    """
+    n = out.shape[0]
+    blocks = (n + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS
+    for b in prange(blocks):
+        r0 = b * FLAT_BLOCK_ROWS
+        r1 = min(r0 + FLAT_BLOCK_ROWS, n)
+        pb = p[r0 * k : r1 * k]
+        qb = q[r0 * k : r1 * k]
+        terms = np.empty(pb.shape[0], dtype=p.dtype)
+        chk = like(p[0], 0.0)
+        for j in range(pb.shape[0]):
+            r = pb[j] / qb[j]
+            chk += r - abs(r)
+            terms[j] = kl_term_fast(pb[j], qb[j])
+        for i in range(r1 - r0):
+            row = i * k
+            kl = np.inf
+            if chk == 0.0:
+                acc = like(p[0], 0.0)
+                for j in range(k):
+                    acc += terms[row + j]
+                kl = np.float64(acc)
+            if not abs(kl) < np.inf:
+                kl = _exact_pp(pb[row : row + k], qb[row : row + k])
+            out[r0 + i] = kl / divisor
+
+
+@njit(**_CALL)
+def _exact_pp(p, q):
+    acc = 0.0
+    for j in range(p.shape[0]):
+        acc += kl_term(np.float64(p[j]), np.float64(q[j]))
+    return acc
+
+
+def kl_kernel(
+    p_form: int, q_form: int, n: int, k: int, ldp: int, ldq: int, normalize: bool, eps: float
+):
+    """The kernel for one call and its leading arguments (the driver adds the rest)."""
+    log_p, log_q = p_form != PROBS, q_form != PROBS
+    if (
+        not (log_p or log_q)
+        and k <= FLAT_MAX_K
+        and ldp == k
+        and ldq == k
+        and not normalize
+        and eps == 0.0
+    ):
+        return "flat", _kl_rows_flat_cpu
+    family = KL_KERNELS[(log_p, log_q)]
+    if n <= SPLIT_MAX_ROWS and k >= 2 * CHUNK:
+        return "split", family["_t_kl_rows_split"]
+    if p_form != LOGITS and q_form != LOGITS and not normalize and eps == 0.0:
+        return "rows", family["_t_kl_rows_plain"]
+    return "rows", family["_t_kl_rows"]
 
 
 # --- validation --------------------------------------------------------------------------
@@ -145,7 +640,7 @@ def _check_row(x, form, sum_check, tol):
         return ROW_POS_INF
     if sum_check == SUM_UNCHECKED:
         return ROW_OK
-    total = _row_sum(x) if form == PROBS else exp(_row_logsumexp(x))
+    total = _row_sum_exact(x) if form == PROBS else exp(_row_logsumexp_exact(x))
     if sum_check == SUM_POSITIVE:
         return ROW_OK if total > 0.0 else ROW_BAD_SUM
     return ROW_OK if abs(total - 1.0) <= tol else ROW_BAD_SUM

@@ -16,7 +16,11 @@ Exact semantics, shared by every path:
 
 from math import exp, inf, log  # noqa: F401  (exp and log are rebound per target)
 
-__all__ = ["clip", "kl_term", "kl_term_log", "max_nan"]
+# ``log_core`` is a log that only needs to be right for positive normal finite inputs (the CPU
+# binds a vectorizable polynomial without special-value handling); by default the full log.
+log_core = log
+
+__all__ = ["clip", "kl_term", "kl_term_fast", "kl_term_log", "kl_term_log_fast", "max_nan"]
 
 # Input forms, shared with the C API's FASTKL_PROBS / FASTKL_LOG_PROBS / FASTKL_LOGITS.
 PROBS = 0
@@ -38,21 +42,35 @@ def max_nan(a, b):
     return a if (a >= b or a != a) else b
 
 
-def kl_term(p, q):
-    """``p * log(p / q)``: one term of KL(P||Q) from two probabilities.
+def kl_term_fast(p, q):
+    """``p * log(p / q)`` for a positive normal quotient: the hot-loop form of :func:`kl_term`.
 
-    0 where p == 0 (unless q is NaN), +inf where p > 0 and q == 0, NaN if p or q is NaN or p < 0.
-    One log of the quotient is both the cheapest and the most accurate form; where the
-    quotient under- or overflows although p and q are positive (a subnormal q, or measures
-    larger than 1), the logs are taken apart instead.
+    No special cases: the fast kernels check each row for quotients that are not finite and
+    non-negative and recompute such rows with :func:`kl_term`.
     """
+    return p * log_core(p / q)
+
+
+def kl_term(p, q):
+    """``p * log(p / q)``: one term of KL(P||Q) from two probabilities, exactly.
+
+    0 where p == 0 (unless q is NaN), +inf where p > 0 and q == 0, NaN if p or q is NaN or
+    negative. Where the quotient under- or overflows although p and q are positive and finite
+    (a subnormal q, or measures larger than 1), the logs are taken apart instead.
+    """
+    if p == 0.0:
+        return p if q == q else q  # 0 whatever q is; a NaN q still makes the row NaN
     r = p / q
-    if (r == 0.0 and p != 0.0) or r == inf:
-        lr = log(p) - log(q)
-    else:
-        lr = log(r)
-    # p itself is the zero of the right type (0.0 would promote float32 to float64).
-    return p * lr if (p != 0.0 or q != q) else p
+    if r > 0.0 and r < inf:
+        return kl_term_fast(p, q) if r >= 1e-300 else p * (log(p) - log(q))
+    if p > 0.0 and q > 0.0 and q < inf:
+        return p * (log(p) - log(q))  # quotient overflowed
+    return p * log(r)  # q == 0: +inf; negative or NaN: NaN; q == inf: -inf
+
+
+def kl_term_log_fast(p, logp, logq):
+    """``p * (log p - log q)``: the hot-loop form of :func:`kl_term_log` (p > 0, finite logs)."""
+    return p * (logp - logq)
 
 
 def kl_term_log(p, logp, logq):
@@ -61,4 +79,4 @@ def kl_term_log(p, logp, logq):
     Same semantics as :func:`kl_term`: 0 where p == 0 (even where log q == -inf) unless log q is
     NaN; +inf where p > 0 and log q == -inf.
     """
-    return p * (logp - logq) if (p != 0.0 or logq != logq) else p
+    return kl_term_log_fast(p, logp, logq) if (p != 0.0 or logq != logq) else p

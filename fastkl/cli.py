@@ -107,6 +107,20 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def bench(args: argparse.Namespace) -> int:
+    from . import bench as _bench
+
+    if not 0.0 < args.scale <= 1.0:
+        raise ValueError(f"--scale: expected a number in (0, 1], got {args.scale}")
+    return _bench.main(
+        repeat=args.repeat,
+        scale=args.scale,
+        peers=not args.no_peers,
+        as_json=args.json,
+        only=args.case,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastkl", description="Kullback-Leibler divergence, row by row, at memory speed."
@@ -126,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-rows", type=_positive_int, default=10_000, help="rows checked (10,000)"
     )
     p_demo.set_defaults(func=demo)
+
+    p_bench = sub.add_parser(
+        "bench",
+        help="time fastkl against the read roofline, numpy, scipy and torch (if installed)",
+    )
+    p_bench.add_argument("--repeat", type=_positive_int, default=5, help="timed runs (5)")
+    p_bench.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of each case's rows (1.0)"
+    )
+    p_bench.add_argument("--case", default=None, help="only cases whose name contains this")
+    p_bench.add_argument("--no-peers", action="store_true", help="skip numpy, scipy and torch")
+    p_bench.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p_bench.set_defaults(func=bench)
     return parser
 
 

@@ -78,15 +78,15 @@ def test_one_reference_row_is_broadcast_without_copy(rng, monkeypatch):
     seen = []
     from fastkl import _cpu
 
-    real = _cpu._kl_rows_cpu
+    real = _cpu.kl_kernel
 
-    def spy(pb, ldp, qb, ldq, *rest):
-        seen.append((pb.size, ldp, qb.size, ldq))
-        return real(pb, ldp, qb, ldq, *rest)
+    def spy(p_form, q_form, n, k, ldp, ldq, *rest):
+        seen.append((n, k, ldp, ldq))
+        return real(p_form, q_form, n, k, ldp, ldq, *rest)
 
-    monkeypatch.setattr(_cpu, "_kl_rows_cpu", spy)
+    monkeypatch.setattr(_cpu, "kl_kernel", spy)
     got = fastkl.kl_div(p, q)
-    assert seen == [(p.size, 16, 16, 0)]  # one call, q read as a single row (ld == 0)
+    assert seen == [(1000, 16, 16, 0)]  # one call, q read as a single row (ld == 0)
     assert_close(got, kl_ref(p, q), rtol=1e-12, atol=1e-15)
 
 

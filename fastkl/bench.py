@@ -1,0 +1,261 @@
+"""``fastkl bench``: fastkl against the read roofline and the peers, measured in one process.
+
+The roofline of a case is a numba ``prange`` loop that only streams the same inputs (it adds
+them up, so nothing can be skipped): the time it takes to read the bytes once, the physical
+limit of a streaming computation. Every time is the median of ``repeat`` runs, and ratios are
+taken within one run of this process, so a noisy machine shifts them together.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import JIT_OPTIONS
+
+
+@njit(parallel=True, cache=True, **JIT_OPTIONS)
+def _stream_rows(p, ldp, q, ldq, k, out):
+    """Read every row of p and q once (ld == 0: q is one row), as the kernels do."""
+    for i in prange(out.shape[0]):
+        pr = p[i * ldp : i * ldp + k]
+        qr = q[i * ldq : i * ldq + k]
+        acc = pr[0] - pr[0]
+        for j in range(k):
+            acc += pr[j] + qr[j]
+        out[i] = acc
+
+
+@njit(parallel=True, cache=True, **JIT_OPTIONS)
+def _stream_p(p, k, out):
+    """Read every row of p once (the roofline of scoring against one cached q row)."""
+    for i in prange(out.shape[0]):
+        pr = p[i * k : i * k + k]
+        acc = pr[0] - pr[0]
+        for j in range(k):
+            acc += pr[j]
+        out[i] = acc
+
+
+@dataclass
+class Case:
+    name: str
+    n: int
+    k: int
+    dtype: str
+    form: str  # "probs" or "logits" (both sides)
+    one_q_row: bool = False
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+CASES = [
+    Case(
+        "probs f32 1,000,000 x 64",
+        1_000_000,
+        64,
+        "float32",
+        "probs",
+        targets={"roofline": 1.25, "numpy": 8.0, "torch": 15.0},
+    ),
+    Case("probs f64 500,000 x 64", 500_000, 64, "float64", "probs", targets={"roofline": 1.5}),
+    Case(
+        "logits f32 1,000,000 x 64",
+        1_000_000,
+        64,
+        "float32",
+        "logits",
+        targets={"roofline": 2.0, "torch": 10.0},
+    ),
+    Case("probs f32 4,000,000 x 4", 4_000_000, 4, "float32", "probs", targets={"roofline": 2.0}),
+    Case(
+        "logits f32 2,048 x 32,768", 2_048, 32_768, "float32", "logits", targets={"roofline": 2.0}
+    ),
+    Case(
+        "one q row vs 1,000,000 x 64 f32",
+        1_000_000,
+        64,
+        "float32",
+        "probs",
+        one_q_row=True,
+        targets={"roofline": 1.25},
+    ),
+]
+
+
+def _median(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm: compile or load, fault the pages in
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _data(case: Case, scale: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    rng = np.random.default_rng(seed)
+    n = max(2, int(case.n * scale))
+    dt = np.dtype(case.dtype)
+    shape_q = (case.k,) if case.one_q_row else (n, case.k)
+    if case.form == "probs":
+        p = rng.standard_exponential((n, case.k), dtype=dt)
+        p /= p.sum(axis=1, keepdims=True)
+        q = rng.standard_exponential(shape_q, dtype=dt)
+        q /= q.sum(axis=-1, keepdims=True)
+    else:
+        p = (rng.standard_normal((n, case.k), dtype=dt) * dt.type(3)).astype(dt)
+        q = (rng.standard_normal(shape_q, dtype=dt) * dt.type(3)).astype(dt)
+    return p, q, n
+
+
+def _peers(case: Case, p: np.ndarray, q: np.ndarray) -> dict[str, Callable[[], object]]:
+    peers: dict[str, Callable[[], object]] = {}
+    logits = case.form == "logits"
+
+    def numpy_expr() -> object:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if logits:
+                lp = p - np.log(np.exp(p - p.max(1, keepdims=True)).sum(1, keepdims=True))
+                lp -= p.max(1, keepdims=True)
+                lq = q - q.max(-1, keepdims=True)
+                lq -= np.log(np.exp(lq).sum(-1, keepdims=True))
+                return (np.exp(lp) * (lp - lq)).sum(1)
+            return (p * np.log(p / q)).sum(1)
+
+    peers["numpy"] = numpy_expr
+    if importlib.util.find_spec("scipy") is not None:
+        from scipy.special import log_softmax, rel_entr, softmax
+
+        def scipy_expr() -> object:
+            if logits:
+                return rel_entr(softmax(p, axis=1), softmax(q, axis=-1)).sum(1)
+            return rel_entr(p, q).sum(1)
+
+        peers["scipy"] = scipy_expr
+        del log_softmax
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+        import torch.nn.functional as F
+
+        tp = torch.from_numpy(p)
+        tq = torch.from_numpy(q)
+
+        def torch_expr() -> object:
+            with torch.no_grad():
+                if logits:
+                    # the peer's idiom: log_softmax both sides, kl_div(log Q, log P, log_target)
+                    lq, lp = F.log_softmax(tq, dim=-1), F.log_softmax(tp, dim=-1)
+                    return F.kl_div(lq, lp, reduction="none", log_target=True).sum(1)
+                return F.kl_div(torch.log(tq), tp, reduction="none").sum(1)
+
+        peers["torch"] = torch_expr
+    return peers
+
+
+def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
+    from . import kl_div
+
+    p, q, n = _data(case, scale)
+    out = np.empty(n, p.dtype)
+    form = case.form
+    t_fast = _median(lambda: kl_div(p, q, p_form=form, q_form=form, out=out), repeat)
+    sink = np.empty(n, p.dtype)
+    pf = p.reshape(-1)
+    if case.one_q_row:
+        t_roof = _median(lambda: _stream_p(pf, case.k, sink), repeat)
+        roof_what = "read p"
+    else:
+        t_roof = _median(
+            lambda: _stream_rows(pf, case.k, q.reshape(-1), case.k, case.k, sink), repeat
+        )
+        roof_what = "read p and q"
+    result = {
+        "case": case.name,
+        "n": n,
+        "k": case.k,
+        "dtype": case.dtype,
+        "form": form,
+        "one_q_row": case.one_q_row,
+        "fastkl_s": t_fast,
+        "roofline_s": t_roof,
+        "roofline": roof_what,
+        "ratio_to_roofline": t_fast / t_roof,
+        "bytes": p.nbytes + (0 if case.one_q_row else q.nbytes),
+        "rows_per_s": n / t_fast,
+        "peers": {},
+        "targets": case.targets,
+    }
+    if peers:
+        for name, fn in _peers(case, p, q).items():
+            t = _median(fn, repeat)
+            result["peers"][name] = {"s": t, "speedup": t / t_fast}
+    return result
+
+
+def _verdicts(r: dict) -> str:
+    notes = []
+    for what, target in r["targets"].items():
+        if what == "roofline":
+            ok = r["ratio_to_roofline"] <= target
+            notes.append(f"roofline <= {target}: {'yes' if ok else 'NO'}")
+        elif what in r["peers"]:
+            ok = r["peers"][what]["speedup"] >= target
+            notes.append(f"{what} >= {target:g}x: {'yes' if ok else 'NO'}")
+    return "; ".join(notes)
+
+
+def main(
+    repeat: int = 5,
+    scale: float = 1.0,
+    peers: bool = True,
+    as_json: bool = False,
+    only: str | None = None,
+) -> int:
+    import numba
+
+    from . import __version__, _config
+
+    cases = [c for c in CASES if only is None or only.lower() in c.name.lower()]
+    header = {
+        "fastkl": __version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "threads": numba.get_num_threads(),
+        "threading_layer": _config.threading_layer(),
+        "repeat": repeat,
+        "scale": scale,
+    }
+    results = []
+    for case in cases:
+        r = run_case(case, repeat, scale, peers)
+        results.append(r)
+        if not as_json:
+            gbs = r["bytes"] / r["fastkl_s"] / 1e9
+            line = (
+                f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms ({gbs:5.1f} GB/s)  "
+                f"roofline {r['roofline_s'] * 1e3:7.2f} ms  ratio {r['ratio_to_roofline']:5.2f}"
+            )
+            for name, v in r["peers"].items():
+                line += f"  {name} {v['s'] * 1e3:8.1f} ms ({v['speedup']:5.1f}x)"
+            print(line)
+            verdict = _verdicts(r)
+            if verdict:
+                print(f"{'':34s} targets: {verdict}")
+    if as_json:
+        print(json.dumps({"header": header, "results": results}))
+    else:
+        print(
+            f"(medians of {repeat} runs; {header['threads']} threads, "
+            f"{header['threading_layer']} layer; ratio = fastkl time / roofline time)"
+        )
+    return 0
