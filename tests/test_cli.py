@@ -51,3 +51,23 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("fastkl ")
+
+
+def test_bench_json_smoke(capsys):
+    import json
+
+    assert cli.main(["bench", "--scale", "0.0005", "--repeat", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    names = [r["case"] for r in doc["results"]]
+    assert len(names) == 6 and any("one q row" in n for n in names)
+    for r in doc["results"]:
+        assert r["fastkl_s"] > 0 and r["roofline_s"] > 0 and r["ratio_to_roofline"] > 0
+        assert "numpy" in r["peers"]
+
+
+def test_bench_table_and_bad_scale(capsys):
+    assert cli.main(["bench", "--scale", "0.0005", "--repeat", "1", "--case", "4,000,000"]) == 0
+    out = capsys.readouterr().out
+    assert "probs f32 4,000,000 x 4" in out and "roofline" in out
+    assert cli.main(["bench", "--scale", "2"]) == 1
+    assert "--scale" in capsys.readouterr().err
