@@ -30,11 +30,13 @@ Shapes
 * k <= FLAT_MAX_K (probabilities on both sides, contiguous rows): a row is too short for a
   vector loop, so the terms of a block of rows are computed as one flat vectorized loop and
   then summed row by row.
-* Fewer than SPLIT_MAX_ROWS rows of at least 2 * CHUNK elements: the (row, chunk) pairs are
-  spread over the threads, so that a few long rows still use every core.
+* Rows of at least 2 * CHUNK elements: (row, chunk) pairs are the parallel tasks, so that a
+  few long rows still use every core; their partial sums are combined in chunk order.
 
-All modes add the same partial sums in the same order. A row's result is bitwise the same
-whatever the number of threads, and whatever block of rows it arrives in.
+The mode depends on k, the forms and the layout only, never on n or the thread count. That is
+what makes results bitwise identical whatever the number of threads and whatever block of rows
+a row arrives in: LLVM may vectorize the same loop differently in two kernels, so bitwise
+equality only holds between calls that run the same kernel.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _math, _simd
-from ._config import JIT_OPTIONS, compile_scalars, specialize
+from ._config import FASTMATH, JIT_OPTIONS, compile_scalars, specialize
 from ._math import LOGITS, PROBS
 
 _S = compile_scalars(
@@ -68,7 +70,6 @@ SEG = 512  # elements summed in the input's precision before a float64 add
 CHUNK = 64 * SEG  # the unit a long row is split into across threads
 FLAT_MAX_K = 8
 FLAT_BLOCK_ROWS = 512
-SPLIT_MAX_ROWS = 8
 
 # How one side of a row is read: as probabilities (times a scale) or as log-probabilities
 # (minus a shift).
@@ -82,6 +83,16 @@ _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=True)
 # path are ordinary calls, which keeps the IR, and the compile time, small.
 _HELPER = dict(JIT_OPTIONS, inline="always")
 _CALL = dict(JIT_OPTIONS)
+# Partial sums are combined without ``reassoc``: LLVM flags are per instruction and survive
+# inlining, so every mode adds the same float64 partials in the same order (bitwise identical
+# results whatever the threads or the mode; with reassoc, float64 split and row modes
+# differed in the last bit).
+_ORDERED = dict(JIT_OPTIONS, fastmath=set(FASTMATH - {"reassoc"}))
+
+
+@njit(**_ORDERED)
+def _add4(s0, s1, s2, s3, t0, t1, t2, t3):
+    return s0 + t0, s1 + t1, s2 + t2, s3 + t3
 
 
 # --- the exact path ---------------------------------------------------------------------
@@ -306,10 +317,7 @@ def _t_chunk_sums(p, q, a_p, a_q, lo, hi, start, stop):
         t0, t1, t2, t3 = SEG_SUMS(
             p[s:e], q[s:e], like(p[0], a_p), like(q[0], a_q), like(p[0], lo), like(p[0], hi)
         )
-        s0 += t0
-        s1 += t1
-        s2 += t2
-        s3 += t3
+        s0, s1, s2, s3 = _add4(s0, s1, s2, s3, t0, t1, t2, t3)
     return s0, s1, s2, s3
 
 
@@ -354,10 +362,7 @@ def _t_plain_sums(p, q):
     s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
     for c in range(0, k, CHUNK):
         t0, t1, t2, t3 = _t_chunk_sums(p, q, a_p, a_q, -np.inf, np.inf, c, min(c + CHUNK, k))
-        s0 += t0
-        s1 += t1
-        s2 += t2
-        s3 += t3
+        s0, s1, s2, s3 = _add4(s0, s1, s2, s3, t0, t1, t2, t3)
     return s0, s1, s2, s3
 
 
@@ -387,10 +392,7 @@ def _t_fast_row(p, q, p_form, q_form, normalize, eps):
     s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
     for c in range(0, k, CHUNK):
         t0, t1, t2, t3 = _t_chunk_sums(p, q, a_p, a_q, lo, hi, c, min(c + CHUNK, k))
-        s0 += t0
-        s1 += t1
-        s2 += t2
-        s3 += t3
+        s0, s1, s2, s3 = _add4(s0, s1, s2, s3, t0, t1, t2, t3)
     return _t_finish(stat_p, stat_q, s0, s1, s2, s3)
 
 
@@ -493,10 +495,9 @@ def _t_kl_rows_split(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor,
     for i in prange(n):
         s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
         for c in range(chunks):
-            s0 += sums[i, c, 0]
-            s1 += sums[i, c, 1]
-            s2 += sums[i, c, 2]
-            s3 += sums[i, c, 3]
+            s0, s1, s2, s3 = _add4(
+                s0, s1, s2, s3, sums[i, c, 0], sums[i, c, 1], sums[i, c, 2], sums[i, c, 3]
+            )
         kl, ok = _t_finish(stat_p, stat_q, s0, s1, s2, s3)
         if not (ok and fast):
             kl = _t_exact_row(
@@ -600,7 +601,9 @@ def kl_kernel(
     ):
         return "flat", _kl_rows_flat_cpu
     family = KL_KERNELS[(log_p, log_q)]
-    if n <= SPLIT_MAX_ROWS and k >= 2 * CHUNK:
+    if k >= 2 * CHUNK:
+        # Long rows always go by (row, chunk) tasks, whatever n: a few rows still use every
+        # core, and the mode (hence the exact machine code, hence the bits) depends on k only.
         return "split", family["_t_kl_rows_split"]
     if p_form != LOGITS and q_form != LOGITS and not normalize and eps == 0.0:
         return "rows", family["_t_kl_rows_plain"]
