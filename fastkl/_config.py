@@ -48,18 +48,16 @@ JIT_OPTIONS: dict[str, Any] = {
 BLOCK_BYTES = 1 << 22
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# Files whose code ends up inside a compiled kernel. A change to any of them invalidates the
-# cache of every kernel.
-_KERNEL_SOURCES = ("_config.py", "_math.py", "_cpu.py")
 
 
 def _source_fingerprint() -> str:
+    """A hash of every module of the package: code from several files is inlined into each
+    kernel (_math, _simd, _cpu), so a change to any of them must invalidate every kernel."""
     digest = hashlib.sha256(numba.__version__.encode())
-    for name in _KERNEL_SOURCES:
-        path = os.path.join(_PACKAGE_DIR, name)
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                digest.update(f.read())
+    for path in sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
     return digest.hexdigest()[:16]
 
 

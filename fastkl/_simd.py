@@ -46,56 +46,55 @@ _LAYOUT = {types.float32: (32, 23, 127, 126), types.float64: (64, 52, 1023, 1022
 # --- bit-level intrinsics ------------------------------------------------------------------
 
 
+def _unary(x, emit):
+    """Signature and codegen of a unary intrinsic on x's float type.
+
+    ``emit(builder, value, ity, mbits, bias, half_bias, fty)`` builds the IR on the float's
+    integer view ``ity``; ``fty`` is the float type.
+    """
+    if x not in _LAYOUT:
+        return None
+    width, mbits, bias, half_bias = _LAYOUT[x]
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(x)
+        return emit(builder, args[0], ir.IntType(width), mbits, bias, half_bias, fty)
+
+    return x(x), codegen
+
+
+def _emit_mantissa(b, v, ity, mbits, bias, half_bias, fty):
+    i = b.and_(b.bitcast(v, ity), ir.Constant(ity, (1 << mbits) - 1))
+    return b.bitcast(b.or_(i, ir.Constant(ity, half_bias << mbits)), fty)
+
+
+def _emit_exponent(b, v, ity, mbits, bias, half_bias, fty):
+    i = b.lshr(b.bitcast(v, ity), ir.Constant(ity, mbits))
+    i = b.and_(i, ir.Constant(ity, (1 << (ity.width - 1 - mbits)) - 1))
+    return b.sitofp(b.sub(i, ir.Constant(ity, half_bias)), fty)
+
+
+def _emit_pow2(b, v, ity, mbits, bias, half_bias, fty):
+    i = b.add(b.fptosi(v, ity), ir.Constant(ity, bias))
+    return b.bitcast(b.shl(i, ir.Constant(ity, mbits)), fty)
+
+
 @intrinsic
 def _mantissa(typingctx, x):
     """m in [0.5, 1) with x = m * 2**e, for positive normal x."""
-    if x not in _LAYOUT:
-        return None
-    width, mbits, _, half_bias = _LAYOUT[x]
-
-    def codegen(context, builder, sig, args):
-        ity = ir.IntType(width)
-        i = builder.bitcast(args[0], ity)
-        i = builder.and_(i, ir.Constant(ity, (1 << mbits) - 1))
-        i = builder.or_(i, ir.Constant(ity, half_bias << mbits))
-        return builder.bitcast(i, context.get_value_type(x))
-
-    return x(x), codegen
+    return _unary(x, _emit_mantissa)
 
 
 @intrinsic
 def _exponent(typingctx, x):
     """e, as a float of x's type, with x = m * 2**e and m in [0.5, 1), for positive normal x."""
-    if x not in _LAYOUT:
-        return None
-    width, mbits, _, half_bias = _LAYOUT[x]
-
-    def codegen(context, builder, sig, args):
-        ity = ir.IntType(width)
-        i = builder.bitcast(args[0], ity)
-        i = builder.lshr(i, ir.Constant(ity, mbits))
-        i = builder.and_(i, ir.Constant(ity, (1 << (width - 1 - mbits)) - 1))
-        i = builder.sub(i, ir.Constant(ity, half_bias))
-        return builder.sitofp(i, context.get_value_type(x))
-
-    return x(x), codegen
+    return _unary(x, _emit_exponent)
 
 
 @intrinsic
 def _pow2(typingctx, n):
     """2**n for an integer-valued float n with a normal result (bits built directly)."""
-    if n not in _LAYOUT:
-        return None
-    width, mbits, bias, _ = _LAYOUT[n]
-
-    def codegen(context, builder, sig, args):
-        ity = ir.IntType(width)
-        i = builder.fptosi(args[0], ity)
-        i = builder.add(i, ir.Constant(ity, bias))
-        i = builder.shl(i, ir.Constant(ity, mbits))
-        return builder.bitcast(i, context.get_value_type(n))
-
-    return n(n), codegen
+    return _unary(n, _emit_pow2)
 
 
 @intrinsic

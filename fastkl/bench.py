@@ -90,8 +90,10 @@ CASES = [
 ]
 
 
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm: compile or load, fault the pages in
+def median_seconds(fn: Callable[[], object], repeat: int, warm: bool = True) -> float:
+    """Median wall time of ``repeat`` calls of ``fn`` (after one untimed call if ``warm``)."""
+    if warm:
+        fn()  # compile or load, fault the pages in
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -166,14 +168,14 @@ def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
     p, q, n = _data(case, scale)
     out = np.empty(n, p.dtype)
     form = case.form
-    t_fast = _median(lambda: kl_div(p, q, p_form=form, q_form=form, out=out), repeat)
+    t_fast = median_seconds(lambda: kl_div(p, q, p_form=form, q_form=form, out=out), repeat)
     sink = np.empty(n, p.dtype)
     pf = p.reshape(-1)
     if case.one_q_row:
-        t_roof = _median(lambda: _stream_p(pf, case.k, sink), repeat)
+        t_roof = median_seconds(lambda: _stream_p(pf, case.k, sink), repeat)
         roof_what = "read p"
     else:
-        t_roof = _median(
+        t_roof = median_seconds(
             lambda: _stream_rows(pf, case.k, q.reshape(-1), case.k, case.k, sink), repeat
         )
         roof_what = "read p and q"
@@ -195,7 +197,7 @@ def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
     }
     if peers:
         for name, fn in _peers(case, p, q).items():
-            t = _median(fn, repeat)
+            t = median_seconds(fn, repeat)
             result["peers"][name] = {"s": t, "speedup": t / t_fast}
     return result
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,15 +20,6 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
-
-
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_probability_rows(
@@ -52,6 +42,7 @@ def _reference_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def demo(args: argparse.Namespace) -> int:
     from . import _config, kl_div
+    from .bench import median_seconds
 
     n, k = args.rows, args.cols
     rng = np.random.default_rng(args.seed)
@@ -73,13 +64,13 @@ def demo(args: argparse.Namespace) -> int:
     )
 
     out = np.empty(n, np.float32)
-    t_fast = _median_seconds(lambda: kl_div(p, q, out=out), args.repeat)
+    t_fast = median_seconds(lambda: kl_div(p, q, out=out), args.repeat, warm=False)
 
     def numpy_expression() -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return (p * np.log(p / q)).sum(axis=1)
 
-    t_numpy = _median_seconds(numpy_expression, max(1, min(3, args.repeat)))
+    t_numpy = median_seconds(numpy_expression, max(1, min(3, args.repeat)), warm=False)
     gbs = (p.nbytes + q.nbytes) / t_fast / 1e9
     print(
         f"  fastkl.kl_div : {t_fast * 1e3:9.1f} ms  {n / t_fast:14,.0f} rows/s  {gbs:6.1f} GB/s"

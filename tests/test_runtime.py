@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from reference import assert_close, kl_ref, random_probs
 
 import fastkl
@@ -107,14 +108,16 @@ def test_read_only_install_still_imports_and_runs(tmp_path):
             path.chmod(0o755)
 
 
-def test_cache_key_covers_the_scalar_definitions(monkeypatch, tmp_path):
-    # numba alone keys a kernel on its own file; ours also hashes _math.py (inlined into it).
+@pytest.mark.parametrize("module", ["_math.py", "_simd.py", "_cpu.py", "bench.py"])
+def test_cache_key_covers_inlined_modules(monkeypatch, tmp_path, module):
+    # numba alone keys a kernel on its own file; ours hashes every module whose code a kernel
+    # inlines (the scalar terms, log and exp), so editing one never leaves a stale kernel.
     copy = tmp_path / "fastkl"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(_config, "_PACKAGE_DIR", str(copy))
     before = _config._source_fingerprint()
-    math_py = copy / "_math.py"
-    math_py.write_text(math_py.read_text() + "\n# changed\n")
+    path = copy / module
+    path.write_text(path.read_text() + "\n# changed\n")
     assert _config._source_fingerprint() != before
 
 
