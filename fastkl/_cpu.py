@@ -71,12 +71,6 @@ CHUNK = 64 * SEG  # the unit a long row is split into across threads
 FLAT_MAX_K = 8
 FLAT_BLOCK_ROWS = 512
 
-# How one side of a row is read: as probabilities (times a scale) or as log-probabilities
-# (minus a shift).
-_AS_PROB = 0
-_AS_LOG = 1
-
-
 _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=True)
 # Loop structure is inlined at the numba IR level: a call per segment of 64 elements would
 # cost more than the segment. Leaves (log, exp, the scalar terms) and the rarely taken exact
@@ -119,22 +113,21 @@ def _row_logsumexp_exact(x):
 
 @njit(**_CALL)
 def _read_as(x, form, normalize, eps):
-    """How to read row ``x`` exactly: (kind, a, lo, hi).
+    """How to read row ``x`` exactly: (a, lo, hi).
 
-    kind _AS_PROB: the probabilities are ``clip(x * a, lo, hi)``;
-    kind _AS_LOG: the log-probabilities are ``clip(x - a, lo, hi)``.
-    Infinite bounds clip nothing and keep NaN.
+    Probabilities are ``clip(x * a, lo, hi)``; log-probabilities (log forms) are
+    ``clip(x - a, lo, hi)``. Infinite bounds clip nothing and keep NaN.
     """
     if form == PROBS:
         a = 1.0 / _row_sum_exact(x) if normalize else 1.0
         if eps > 0.0:
-            return _AS_PROB, a, eps, 1.0
-        return _AS_PROB, a, -np.inf, np.inf
+            return a, eps, 1.0
+        return a, -np.inf, np.inf
     # Normalizing log-probabilities is subtracting their log-sum-exp: they are logits then.
     a = _row_logsumexp_exact(x) if (form == LOGITS or normalize) else 0.0
     if eps > 0.0:
-        return _AS_LOG, a, log(eps), 0.0
-    return _AS_LOG, a, -np.inf, np.inf
+        return a, log(eps), 0.0
+    return a, -np.inf, np.inf
 
 
 # --- the fast path, written once as templates over a form pair ----------------------------
@@ -367,15 +360,13 @@ def _t_plain_sums(p, q):
 
 
 def _t_fast_row(p, q, p_form, q_form, normalize, eps):
-    """(KL, ok) of one row by the fast path."""
+    """(KL, ok) of one row by the fast path (rows without statistics or eps take
+    _t_kl_rows_plain instead)."""
     k = p.shape[0]
     if eps > 0.0 and (LOG_P or LOG_Q):
         return 0.0, False  # clipping log-scores: the exact path
     stat_p = p_form == LOGITS or normalize
     stat_q = q_form == LOGITS or normalize
-    if not (stat_p or stat_q or eps > 0.0):
-        s0, s1, s2, s3 = _t_plain_sums(p, q)
-        return _t_finish(False, False, s0, s1, s2, s3)
     sp, sq = 0.0, 0.0
     if k <= SEG:
         # one segment: the same operations as below, without the loop structure
@@ -398,8 +389,8 @@ def _t_fast_row(p, q, p_form, q_form, normalize, eps):
 
 def _t_exact_row(p, q, p_form, q_form, normalize, eps):
     """KL of one row in float64, every IEEE special value handled term by term."""
-    _, pa, plo, phi = _read_as(p, p_form, normalize, eps)
-    _, qa, qlo, qhi = _read_as(q, q_form, normalize, eps)
+    pa, plo, phi = _read_as(p, p_form, normalize, eps)
+    qa, qlo, qhi = _read_as(q, q_form, normalize, eps)
     acc = 0.0
     if not LOG_P and not LOG_Q:
         for j in range(p.shape[0]):
@@ -529,20 +520,24 @@ def _family(tag: str, log_p: bool, log_q: bool, seg_sums) -> dict:
     for name in _HELPER_TEMPLATES:
         fn = specialize(globals()[name], f"{name[3:]}_{tag}", bindings)
         bindings[name] = njit(**(_CALL if name == "_t_exact_row" else _HELPER))(fn)
-    kernels = {}
+    kernels = {"_t_exact_row": bindings["_t_exact_row"]}
     for name in _KERNEL_TEMPLATES:
         fn = specialize(globals()[name], f"{name[3:]}_{tag}_cpu", bindings)
         kernels[name] = njit(**_KERNEL)(fn)
     return kernels
 
 
-#: (p is log-scores, q is log-scores) -> {"_t_kl_rows": kernel, "_t_kl_rows_split": kernel}
+#: (p is log-scores, q is log-scores) -> the pair's kernels (and exact row) by template name
 KL_KERNELS = {
     (False, False): _family("pp", False, False, _seg_pp),
     (False, True): _family("pl", False, True, _seg_pl),
     (True, False): _family("lp", True, False, _seg_lp),
     (True, True): _family("ll", True, True, _seg_ll),
 }
+
+
+# The flat kernel's rows with special values fall back to the probabilities pair's exact row.
+_exact_row_pp = KL_KERNELS[(False, False)]["_t_exact_row"]
 
 
 @njit(**_KERNEL)
@@ -574,16 +569,8 @@ def _kl_rows_flat_cpu(p, q, k, divisor, out):
                     acc += terms[row + j]
                 kl = np.float64(acc)
             if not abs(kl) < np.inf:
-                kl = _exact_pp(pb[row : row + k], qb[row : row + k])
+                kl = _exact_row_pp(pb[row : row + k], qb[row : row + k], PROBS, PROBS, False, 0.0)
             out[r0 + i] = kl / divisor
-
-
-@njit(**_CALL)
-def _exact_pp(p, q):
-    acc = 0.0
-    for j in range(p.shape[0]):
-        acc += kl_term(np.float64(p[j]), np.float64(q[j]))
-    return acc
 
 
 def kl_kernel(

@@ -125,16 +125,16 @@ def _peers(case: Case, p: np.ndarray, q: np.ndarray) -> dict[str, Callable[[], o
     def numpy_expr() -> object:
         with np.errstate(divide="ignore", invalid="ignore"):
             if logits:
-                lp = p - np.log(np.exp(p - p.max(1, keepdims=True)).sum(1, keepdims=True))
-                lp -= p.max(1, keepdims=True)
-                lq = q - q.max(-1, keepdims=True)
-                lq -= np.log(np.exp(lq).sum(-1, keepdims=True))
+                lp = p - p.max(axis=1, keepdims=True)
+                lp -= np.log(np.exp(lp).sum(axis=1, keepdims=True))
+                lq = q - q.max(axis=-1, keepdims=True)
+                lq -= np.log(np.exp(lq).sum(axis=-1, keepdims=True))
                 return (np.exp(lp) * (lp - lq)).sum(1)
             return (p * np.log(p / q)).sum(1)
 
     peers["numpy"] = numpy_expr
     if importlib.util.find_spec("scipy") is not None:
-        from scipy.special import log_softmax, rel_entr, softmax
+        from scipy.special import rel_entr, softmax
 
         def scipy_expr() -> object:
             if logits:
@@ -142,7 +142,6 @@ def _peers(case: Case, p: np.ndarray, q: np.ndarray) -> dict[str, Callable[[], o
             return rel_entr(p, q).sum(1)
 
         peers["scipy"] = scipy_expr
-        del log_softmax
     if importlib.util.find_spec("torch") is not None:
         import torch
         import torch.nn.functional as F
