@@ -216,12 +216,17 @@ def compile_scalars(
     Each function is rebuilt with a fresh globals dict in which its siblings are the compiled
     versions, so a formula that calls another (``kl_term_log`` calling ``log``) resolves to the
     same target. ``overrides`` replaces names for one target (e.g. a vectorizable ``log`` on
-    the CPU, libdevice's on CUDA) without touching the definitions.
+    the CPU, libdevice's on CUDA) without touching the definitions, public defaults included
+    (``log_ratio_core``).
     """
+    overrides = overrides or {}
     namespace: dict[str, Any] = dict(vars(module))
-    namespace.update(overrides or {})
+    namespace.update(overrides)
     compiled = {}
     for name in module.__all__:
+        if name in overrides:  # the target's own version of a portable default
+            compiled[name] = overrides[name]
+            continue
         fn = getattr(module, name)
         rebuilt = types.FunctionType(
             fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__

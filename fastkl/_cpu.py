@@ -15,15 +15,18 @@ forms, that is:
   bits (LLVM does not vectorize a float max reduction unless NaNs are ruled out, and they must
   not be); or the row sum, when normalizing probabilities;
 * a sum pass over segments of ``SEG`` elements, in the input's precision with the polynomial
-  ``log_core``/``exp_core`` of ``_simd``. Each segment's partial sum is added in float64,
-  segment by segment and chunk by chunk, in a fixed order;
+  ``log_ratio_core``/``log_core``/``exp_core`` of ``_simd``. Each segment's partial sum is
+  added in float64, segment by segment and chunk by chunk, in a fixed order;
 * a few scalar operations that finish the row.
 
-The sum pass also accumulates a check that is exactly 0 when every value met the fast path's
-assumptions: finite quotients >= 0, probabilities >= 0. A row whose check is not 0, or whose
-result is not finite (a NaN, a zero in q, logits of -inf), is computed again by the exact path
-(``_kl_row_exact``: float64, IEEE special values handled term by term). That is where the exact
-semantics of ``_math`` come from, at no cost to ordinary rows.
+The sum pass also checks that every value met the fast path's assumptions. For probabilities
+on both sides, ``_simd.ratio_guard`` turns a term NaN unless q is positive, normal and finite
+and p is zero or so; the NaN rides in the row's sum, so the check costs no second reduction
+per row. The other pairs accumulate a check that is exactly 0 when every probability is >= 0.
+A row that fails, or whose result is not finite (a NaN, a zero in q, logits of -inf), is
+computed again by the exact path (``_t_exact_row``: float64, IEEE special values handled term
+by term). That is where the exact semantics of ``_math`` come from, at no cost to ordinary
+rows.
 
 Shapes
 ------
@@ -51,7 +54,12 @@ from ._math import LOGITS, PROBS
 _S = compile_scalars(
     _math,
     njit(**JIT_OPTIONS),  # leaves: LLVM inlines them into the vectorized loops
-    {"log": _simd.log, "exp": _simd.exp, "log_core": _simd.log_core},
+    {
+        "log": _simd.log,
+        "exp": _simd.exp,
+        "log_core": _simd.log_core,
+        "log_ratio_core": _simd.log_ratio_core,
+    },
 )
 clip = _S.clip
 max_nan = _S.max_nan
@@ -65,6 +73,7 @@ exp = _simd.exp
 log_core = _simd.log_core
 exp_core = _simd.exp_core
 like = _simd.like
+ratio_guard = _simd.ratio_guard
 
 SEG = 512  # elements summed in the input's precision before a float64 add
 CHUNK = 64 * SEG  # the unit a long row is split into across threads
@@ -181,25 +190,21 @@ def _row_mass(x):
 
 @njit(**_HELPER)
 def _seg_pp(p, q, ap, aq, lo, hi):
-    """Sum of p log(p/q) (each side scaled, and clipped if lo > -inf); the check is 0 iff
-    every quotient is finite and >= 0."""
+    """Sum of p log(p/q) (each side scaled, and clipped if lo > -inf). It is NaN unless every
+    q is positive, normal and finite and every p is 0 or so (``ratio_guard``): the check rides
+    in the sum, so a row has one reduction, not two."""
     acc = like(p[0], 0.0)
-    chk = like(p[0], 0.0)
     if lo > -np.inf:
         for j in range(p.shape[0]):
             pj = clip(p[j] * ap, lo, hi)
             qj = clip(q[j] * aq, lo, hi)
-            r = pj / qj
-            chk += r - abs(r)
-            acc += kl_term_fast(pj, qj)
+            acc += ratio_guard(kl_term_fast(pj, qj), pj, qj)
     else:
         for j in range(p.shape[0]):
             pj = p[j] * ap
             qj = q[j] * aq
-            r = pj / qj
-            chk += r - abs(r)  # 0 for finite r >= 0; negative, or NaN for NaN and inf
-            acc += kl_term_fast(pj, qj)
-    return np.float64(acc), np.float64(chk), 0.0, 0.0
+            acc += ratio_guard(kl_term_fast(pj, qj), pj, qj)
+    return np.float64(acc), 0.0, 0.0, 0.0
 
 
 @njit(**_HELPER)
@@ -555,20 +560,15 @@ def _kl_rows_flat_cpu(p, q, k, divisor, out):
         pb = p[r0 * k : r1 * k]
         qb = q[r0 * k : r1 * k]
         terms = np.empty(pb.shape[0], dtype=p.dtype)
-        chk = like(p[0], 0.0)
         for j in range(pb.shape[0]):
-            r = pb[j] / qb[j]
-            chk += r - abs(r)
-            terms[j] = kl_term_fast(pb[j], qb[j])
+            terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
         for i in range(r1 - r0):
             row = i * k
-            kl = np.inf
-            if chk == 0.0:
-                acc = like(p[0], 0.0)
-                for j in range(k):
-                    acc += terms[row + j]
-                kl = np.float64(acc)
-            if not abs(kl) < np.inf:
+            acc = like(p[0], 0.0)
+            for j in range(k):
+                acc += terms[row + j]
+            kl = np.float64(acc)
+            if not abs(kl) < np.inf:  # NaN from ratio_guard, a zero in q, or a NaN
                 kl = _exact_row_pp(pb[row : row + k], qb[row : row + k], PROBS, PROBS, False, 0.0)
             out[r0 + i] = kl / divisor
 

@@ -20,7 +20,15 @@ from math import exp, inf, log  # noqa: F401  (exp and log are rebound per targe
 # binds a vectorizable polynomial without special-value handling); by default the full log.
 log_core = log
 
-__all__ = ["clip", "kl_term", "kl_term_fast", "kl_term_log", "kl_term_log_fast", "max_nan"]
+__all__ = [
+    "clip",
+    "kl_term",
+    "kl_term_fast",
+    "kl_term_log",
+    "kl_term_log_fast",
+    "log_ratio_core",
+    "max_nan",
+]
 
 # Input forms, shared with the C API's FASTKL_PROBS / FASTKL_LOG_PROBS / FASTKL_LOGITS.
 PROBS = 0
@@ -42,13 +50,23 @@ def max_nan(a, b):
     return a if (a >= b or a != a) else b
 
 
-def kl_term_fast(p, q):
-    """``p * log(p / q)`` for a positive normal quotient: the hot-loop form of :func:`kl_term`.
+def log_ratio_core(p, q):
+    """``log(p / q)`` for positive normal finite p and q.
 
-    No special cases: the fast kernels check each row for quotients that are not finite and
-    non-negative and recompute such rows with :func:`kl_term`.
+    A target may bind a form that never forms the quotient (the CPU's splits both floats into
+    mantissa and exponent: one division, no overflow); this is the portable default.
     """
-    return p * log_core(p / q)
+    return log_core(p / q)
+
+
+def kl_term_fast(p, q):
+    """``p * log(p / q)`` for positive normal finite p and q (or p == 0, where the CPU's
+    ``log_ratio_core`` stays finite): the hot-loop form of :func:`kl_term`.
+
+    No special cases: the fast kernels check every pair (``_simd.ratio_unsafe``) and recompute
+    rows that hold any other value with :func:`kl_term`.
+    """
+    return p * log_ratio_core(p, q)
 
 
 def kl_term(p, q):
@@ -61,10 +79,10 @@ def kl_term(p, q):
     if p == 0.0:
         return p if q == q else q  # 0 whatever q is; a NaN q still makes the row NaN
     r = p / q
-    if r > 0.0 and r < inf:
-        return kl_term_fast(p, q) if r >= 1e-300 else p * (log(p) - log(q))
+    if r >= 1e-300 and r < inf:
+        return p * log(r)  # the quotient keeps the precision of near-equal p and q
     if p > 0.0 and q > 0.0 and q < inf:
-        return p * (log(p) - log(q))  # quotient overflowed
+        return p * (log(p) - log(q))  # the quotient under- or overflowed
     return p * log(r)  # q == 0: +inf; negative or NaN: NaN; q == inf: -inf
 
 

@@ -2,7 +2,7 @@
 
 llvmlite no longer links SVML, so ``math.log`` in a numba loop is a scalar libm call that stops
 the loop from vectorizing. The functions here are written with plain arithmetic on the float's
-bits (split by three tiny LLVM intrinsics) and a polynomial, so LLVM vectorizes the loops they
+bits (split by a few tiny LLVM intrinsics) and a polynomial, so LLVM vectorizes the loops they
 are inlined into: 16 float32 lanes per AVX-512 instruction.
 
 Two layers, both without branches:
@@ -12,12 +12,15 @@ Two layers, both without branches:
   positive normal and subnormal inputs (2.5 ulp for float32), and ``exp`` within 2 ulp wherever
   the result is normal
   (tests/test_simd.py checks this densely).
-* ``log_core(x)`` / ``exp_core(x)``: the same polynomials without the special-value selects, for
-  the hot loops. ``log_core`` is exact for positive normal finite x. For zero, subnormal, inf,
-  NaN or negative x it returns some finite or NaN value without raising. ``exp_core`` is exact
-  for x <= 0 with a normal result and flushes results below the normal range to 0. The kernels
-  that use them check the row (see ``_cpu.py``) and recompute the rare rows that hold such
-  values with the exact path.
+* ``log_core(x)`` / ``exp_core(x)`` / ``log_ratio_core(p, q)``: polynomials without the
+  special-value selects, for the hot loops. ``log_core`` is exact for positive normal finite x.
+  For zero, subnormal, inf, NaN or negative x it returns some finite or NaN value without
+  raising. ``exp_core`` is exact for x <= 0 with a normal result and flushes results below the
+  normal range to 0. ``log_ratio_core`` is log(p / q) from the mantissas and exponents of p and
+  q, with one division and without forming the quotient (which can neither overflow nor
+  underflow then); ``ratio_guard`` marks the pairs it is not exact for. The kernels that use
+  them check the row (see ``_cpu.py``) and recompute the rare rows that hold such values with
+  the exact path.
 
 Every public name is a plain Python function with a math-module implementation (used when
 ``NUMBA_DISABLE_JIT=1``); an ``@overload`` gives numba the float32/float64 implementation.
@@ -183,6 +186,63 @@ def _from_ordered_bits(typingctx, i, like):
     return like(i, like), codegen
 
 
+@intrinsic
+def _split_ratio(typingctx, p, q):
+    """(a, b, e) with p / q = (a / b) * 2**e: a, b the mantissas of p and q in [1, 2), e the
+    difference of their exponents (a float), for positive normal p and q. The quotient itself
+    is never formed, so it cannot overflow or underflow."""
+    if p not in _LAYOUT or q != p:
+        return None
+    width, mbits, bias, _ = _LAYOUT[p]
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(p)
+        ity = ir.IntType(width)
+        bp = builder.bitcast(args[0], ity)
+        bq = builder.bitcast(args[1], ity)
+        mask = ir.Constant(ity, (1 << mbits) - 1)
+        one = ir.Constant(ity, bias << mbits)
+        a = builder.bitcast(builder.or_(builder.and_(bp, mask), one), fty)
+        b = builder.bitcast(builder.or_(builder.and_(bq, mask), one), fty)
+        shift = ir.Constant(ity, mbits)
+        e = builder.sub(builder.lshr(bp, shift), builder.lshr(bq, shift))
+        return context.make_tuple(builder, sig.return_type, [a, b, builder.sitofp(e, fty)])
+
+    return types.UniTuple(p, 3)(p, q), codegen
+
+
+@intrinsic
+def _ratio_guard(typingctx, t, p, q):
+    """The term t, made NaN unless p * log_ratio_core(p, q) is exact for (p, q): q positive,
+    normal and finite, p zero or positive, normal and finite.
+
+    The NaN sends the row to the exact path, and riding in the row's sum it costs no second
+    accumulator (a second horizontal reduction per row). It is OR-ed into t's bits rather than
+    selected: LLVM folds ``acc + select(bad, NaN, t)`` into a select of the accumulator, which
+    is no longer a reduction it vectorizes. The test is two unsigned compares on the bits:
+    ``bits - min_normal`` is below the span of the normal exponents only for positive normal
+    finite values.
+    """
+    if t not in _LAYOUT or not (t == p == q):
+        return None
+    width, mbits, bias, _ = _LAYOUT[t]
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(t)
+        ity = ir.IntType(width)
+        bt, bp, bq = (builder.bitcast(a, ity) for a in args)
+        low = ir.Constant(ity, 1 << mbits)  # the smallest normal's bits
+        span = ir.Constant(ity, (2 * bias) << mbits)  # exponent fields 1 .. 2 * bias
+        bad_q = builder.icmp_unsigned(">=", builder.sub(bq, low), span)
+        bad_p = builder.icmp_unsigned(">=", builder.sub(bp, low), span)
+        bad_p = builder.and_(bad_p, builder.icmp_unsigned("!=", bp, ir.Constant(ity, 0)))
+        bad = builder.sext(builder.or_(bad_p, bad_q), ity)  # all ones where bad
+        quiet_nan = ir.Constant(ity, ((1 << (width - mbits)) - 1) << (mbits - 1))
+        return builder.bitcast(builder.or_(bt, builder.and_(bad, quiet_nan)), fty)
+
+    return t(t, p, q), codegen
+
+
 # --- float32 -------------------------------------------------------------------------------
 
 _F = np.float32
@@ -221,6 +281,26 @@ def _log_f32(x):
     r = _F(-np.inf) if x == _F(0.0) else r
     r = x if x == _F(np.inf) else r
     return r if x >= _F(0.0) else _F(np.nan)  # negative or NaN
+
+
+@njit(**_LEAF)
+def _log_ratio_f32(p, q):
+    # log(p / q) = e ln 2 + log(a / b) with a, b in [1, 2) (no normalization: one division),
+    # log(a / b) = 2 atanh(s) = 2s + s z R(z), s = (a - b) / (a + b), |s| < 1/3, z = s**2.
+    # a - b is exact (Sterbenz), so s is within about 1 ulp even where p and q are close and the
+    # term is small. Where p and q straddle a power of two, e ln 2 and log(a / b) cancel and
+    # the error is about an ulp of 1: what rounding p / q alone costs the quotient form, and
+    # what the KL term, an absolute sum weighted by p, can afford. R(z) is the near-minimax
+    # fit ``mpmath.chebyfit(h, [0, 1/9], 4)`` of h(z) = (2 atanh(sqrt z) / sqrt z - 2) / z
+    # (0.3 ulp of log(a / b)).
+    a, b, e = _split_ratio(p, q)
+    s = (a - b) / (a + b)
+    z = s * s
+    r = _F(0.26851498022837151807)
+    r = r * z + _F(0.28236619805310481437)
+    r = r * z + _F(0.40007560644911205765)
+    r = r * z + _F(0.66666640336699239788)
+    return s * (z * r) + s * _F(2.0) + e * _F(0.69314718055994531)
 
 
 @njit(**_LEAF)
@@ -307,6 +387,25 @@ def _log_f64(x):
 
 
 @njit(**_LEAF)
+def _log_ratio_f64(p, q):
+    # As _log_ratio_f32, with the degree-9 fit ``chebyfit(h, [0, 1/9], 10)`` (0.05 ulp).
+    a, b, e = _split_ratio(p, q)
+    s = (a - b) / (a + b)
+    z = s * s
+    r = 0.16164045611943532221
+    r = r * z + 0.088007384861446738822
+    r = r * z + 0.12001072809590712535
+    r = r * z + 0.1331414420965493615
+    r = r * z + 0.15385570064958623103
+    r = r * z + 0.18181789436132858169
+    r = r * z + 0.22222222717427862989
+    r = r * z + 0.28571428567108757162
+    r = r * z + 0.40000000000014582673
+    r = r * z + 0.66666666666666658561
+    return s * (z * r) + s * 2.0 + e * 0.69314718055994531
+
+
+@njit(**_LEAF)
 def _exp_poly_f64(x):
     # fdlibm exp: x = n ln2 + r, exp(r) = 1 + 2r / (2 - R(r)) with a degree-5 R (one division)
     n = np.floor(x * 1.44269504088896338700e00 + 0.5)
@@ -386,10 +485,54 @@ def exp_core(x):
     return math.exp(x)
 
 
+def log_ratio_core(p, q):
+    """log(p / q) for positive normal finite p and q, without forming the quotient.
+
+    For any other input it returns some value without raising (``ratio_guard`` tells which).
+    """
+    if not (p > 0 and q > 0 and p < math.inf and q < math.inf):
+        return math.nan
+    r = float(p) / float(q)
+    return math.log(r) if 1e-300 <= r < math.inf else math.log(p) - math.log(q)
+
+
+def ratio_guard(t, p, q):
+    """t if q is positive, normal and finite and p is 0 or so; NaN otherwise."""
+    kind = type(p) if isinstance(p, np.floating) else np.float64
+    tiny, huge = float(np.finfo(kind).tiny), float(np.finfo(kind).max)
+
+    def normal(x):
+        return tiny <= x <= huge
+
+    positive_zero = p == 0 and math.copysign(1.0, p) > 0  # -0.0 goes the exact way too
+    return t if normal(q) and (positive_zero or normal(p)) else math.nan
+
+
+def _generic2(name, f32, f64):
+    """As _generic, for a function of two arguments of one float type."""
+
+    def typer(p, q):
+        if p == q == types.float32:
+            return lambda p, q: f32(p, q)
+        if p == q == types.float64:
+            return lambda p, q: f64(p, q)
+        return None
+
+    overload(name, jit_options=JIT_OPTIONS)(typer)
+
+
 _generic(log, _log_f32, _log_f64)
 _generic(exp, _exp_f32, _exp_f64)
 _generic(log_core, _log_core_f32, _log_core_f64)
 _generic(exp_core, _exp_core_f32, _exp_core_f64)
+_generic2(log_ratio_core, _log_ratio_f32, _log_ratio_f64)
+
+
+@overload(ratio_guard, jit_options=JIT_OPTIONS)
+def _ratio_guard_overload(t, p, q):
+    if t in _LAYOUT and t == p == q:
+        return lambda t, p, q: _ratio_guard(t, p, q)
+    return None
 
 
 def ordered_bits(x):

@@ -92,14 +92,58 @@ CASES = [
 
 def median_seconds(fn: Callable[[], object], repeat: int, warm: bool = True) -> float:
     """Median wall time of ``repeat`` calls of ``fn`` (after one untimed call if ``warm``)."""
+    return paired_medians([fn], repeat, warm)[0][0]
+
+
+def paired_medians(
+    fns: list[Callable[[], object]], repeat: int, warm: bool = True
+) -> tuple[list[float], float]:
+    """Medians of ``repeat`` rounds that each time every fn once, in turn; and the median over
+    rounds of the first fn's time divided by the second's.
+
+    Interleaving matters on a shared machine: the load drifts over seconds, and a ratio of two
+    times taken side by side moves far less than a ratio of two medians taken apart.
+    """
     if warm:
-        fn()  # compile or load, fault the pages in
-    times = []
+        for fn in fns:
+            fn()  # compile or load, fault the pages in
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    ratio = (
+        statistics.median(a / b for a, b in zip(times[0], times[1], strict=True))
+        if len(fns) > 1
+        else 1.0
+    )
+    return [statistics.median(ts) for ts in times], ratio
+
+
+#: Input bytes of the slice whose repeated scoring, from cache, gives a case's compute time:
+#: half of this machine's 2 x 1 MiB of L2, so that it stays there across calls.
+CACHE_BYTES = 1 << 20
+
+
+def compute_seconds(score: Callable[[int], object], n: int, row_bytes: int, repeat: int) -> float:
+    """Time to score n rows on all threads when memory is not the limit.
+
+    ``score(m)`` scores the first m rows, about 1 MiB: on one thread they stay in that core's
+    L2 across calls. The time of a 1-row call (the call's fixed cost) is subtracted, and the
+    rest is scaled to n rows spread over the threads. A kernel whose compute time is above the
+    read roofline is compute-bound there, whatever the memory does.
+    """
+    import numba
+
+    threads = numba.get_num_threads()
+    m = max(1, min(n, CACHE_BYTES // max(row_bytes, 1)))
+    numba.set_num_threads(1)  # thread-local: this thread's kernel calls only
+    try:
+        (t_m, t_1), _ = paired_medians([lambda: score(m), lambda: score(1)], max(25, 5 * repeat))
+    finally:
+        numba.set_num_threads(threads)
+    return max(t_m - t_1, 0.0) * n / m / threads
 
 
 def _data(case: Case, scale: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
@@ -167,17 +211,33 @@ def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
     p, q, n = _data(case, scale)
     out = np.empty(n, p.dtype)
     form = case.form
-    t_fast = median_seconds(lambda: kl_div(p, q, p_form=form, q_form=form, out=out), repeat)
     sink = np.empty(n, p.dtype)
     pf = p.reshape(-1)
+
+    def fast() -> object:
+        return kl_div(p, q, p_form=form, q_form=form, out=out)
+
     if case.one_q_row:
-        t_roof = median_seconds(lambda: _stream_p(pf, case.k, sink), repeat)
+
+        def roof() -> object:
+            return _stream_p(pf, case.k, sink)
+
         roof_what = "read p"
     else:
-        t_roof = median_seconds(
-            lambda: _stream_rows(pf, case.k, q.reshape(-1), case.k, case.k, sink), repeat
-        )
+        qf = q.reshape(-1)
+
+        def roof() -> object:
+            return _stream_rows(pf, case.k, qf, case.k, case.k, sink)
+
         roof_what = "read p and q"
+    (t_fast, t_roof), ratio = paired_medians([fast, roof], repeat)
+
+    def score_first(m: int) -> object:
+        qm = q if case.one_q_row else q[:m]
+        return kl_div(p[:m], qm, p_form=form, q_form=form, out=out[:m])
+
+    row_bytes = p.itemsize * case.k * (1 if case.one_q_row else 2)
+    t_compute = compute_seconds(score_first, n, row_bytes, repeat)
     result = {
         "case": case.name,
         "n": n,
@@ -188,7 +248,9 @@ def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
         "fastkl_s": t_fast,
         "roofline_s": t_roof,
         "roofline": roof_what,
-        "ratio_to_roofline": t_fast / t_roof,
+        "ratio_to_roofline": ratio,
+        "compute_s": t_compute,
+        "compute_to_roofline": t_compute / t_roof,
         "bytes": p.nbytes + (0 if case.one_q_row else q.nbytes),
         "rows_per_s": n / t_fast,
         "peers": {},
@@ -244,7 +306,8 @@ def main(
             gbs = r["bytes"] / r["fastkl_s"] / 1e9
             line = (
                 f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms ({gbs:5.1f} GB/s)  "
-                f"roofline {r['roofline_s'] * 1e3:7.2f} ms  ratio {r['ratio_to_roofline']:5.2f}"
+                f"roofline {r['roofline_s'] * 1e3:7.2f} ms  ratio {r['ratio_to_roofline']:5.2f}  "
+                f"from cache {r['compute_to_roofline']:4.2f}"
             )
             for name, v in r["peers"].items():
                 line += f"  {name} {v['s'] * 1e3:8.1f} ms ({v['speedup']:5.1f}x)"
@@ -257,6 +320,9 @@ def main(
     else:
         print(
             f"(medians of {repeat} runs; {header['threads']} threads, "
-            f"{header['threading_layer']} layer; ratio = fastkl time / roofline time)"
+            f"{header['threading_layer']} layer; ratio = median over runs of fastkl time / "
+            "roofline time, timed in turn; from cache = fastkl's time from L2 on one thread, "
+            "spread over the threads (the arithmetic alone) / roofline time: above 1, a case is "
+            "compute-bound)"
         )
     return 0

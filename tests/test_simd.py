@@ -113,3 +113,87 @@ def test_python_fallbacks_agree():
         b = _simd.ordered_bits(v)
         assert _simd.from_ordered_bits(b, np.float64(1.0)) == v
     assert _simd.ordered_bits(-1.0) < _simd.ordered_bits(-0.5) < _simd.ordered_bits(0.5)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _apply_ratio(p, q, out, guarded):
+    for i in prange(p.shape[0]):
+        out[i] = _simd.log_ratio_core(p[i], q[i])
+        guarded[i] = _simd.ratio_guard(out[i], p[i], q[i])
+
+
+def _ratio_pairs(dtype, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random mantissas for every exponent difference a ratio of normal floats can have,
+    plus neighbours (p and q one ulp apart: the smallest, hardest results)."""
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(seed)
+    lo, hi = info.minexp, info.maxexp - 1
+    ep = rng.integers(lo, hi + 1, n)
+    eq = rng.integers(lo, hi + 1, n)
+    p = np.ldexp(rng.uniform(1, 2, n), ep).astype(dtype)
+    q = np.ldexp(rng.uniform(1, 2, n), eq).astype(dtype)
+    near = rng.uniform(0.5, 2.0, n // 4).astype(dtype)
+    p = np.concatenate([p, near, near, near])
+    q = np.concatenate([q, near, np.nextafter(near, dtype(0)), np.nextafter(near, dtype(3))])
+    return p, q
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_ratio_every_exponent_difference(dtype):
+    # log(p / q) without the quotient, for all positive normal p and q, extreme exponent
+    # differences (where p / q itself would overflow or underflow) and near-equal p and q
+    # included: within 2 ulp of the result plus one ulp of 1 (3 ulp where p and q share a
+    # binade, so that a - b is exact and nothing cancels). The second part is the bound
+    # for p and q on either side of a power of two, where e ln 2 and log(a / b) cancel. It is
+    # what the KL term needs (an absolute error, weighted by p) and no worse than the log of
+    # the correctly rounded quotient, whose rounding alone is half an ulp of 1 near p == q.
+    p, q = _ratio_pairs(dtype, 2_000_000, 3)
+    got, guarded = np.empty_like(p), np.empty_like(p)
+    _apply_ratio(p, q, got, guarded)
+    wide = np.longdouble  # 64-bit mantissa on x86-64: exact enough for the float64 bound
+    pw, qw = p.astype(wide), q.astype(wide)
+    d = (pw - qw) / qw  # p - q is exact where p and q are close
+    close = np.abs(d) < 0.5
+    ref = np.log(pw) - np.log(qw)
+    ref[close] = np.log1p(d[close])
+    bound = 2 * np.spacing(np.abs(ref).astype(dtype)).astype(wide) + np.finfo(dtype).eps
+    excess = np.abs(got.astype(wide) - ref) / bound
+    worst = excess.argmax()
+    assert float(excess[worst]) <= 1.0, (float(excess[worst]), p[worst], q[worst])
+    same_binade = np.frexp(p)[1] == np.frexp(q)[1]  # a - b exact: a few ulp, no absolute part
+    ulp = np.abs(got - ref)[same_binade] / np.spacing(np.abs(ref[same_binade]).astype(dtype))
+    assert float(ulp.max()) <= 3.0
+    assert np.array_equal(guarded, got)  # normal pairs pass the guard unchanged
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ratio_guard_special_values(dtype):
+    info = np.finfo(dtype)
+    sub, tiny, big = info.smallest_subnormal, info.tiny, info.max
+    # (p, q, passes): the guard lets through exactly the pairs log_ratio_core is exact for
+    cases = [
+        (0.5, 0.25, True),
+        (0.0, 0.25, True),  # a zero p: 0 * (finite) = 0
+        (tiny, big, True),
+        (big, tiny, True),
+        (0.5, 0.0, False),  # +inf term: the exact path
+        (0.0, 0.0, False),
+        (sub, 0.5, False),  # subnormals: the exact path
+        (0.5, sub, False),
+        (-0.0, 0.5, False),
+        (-0.5, 0.5, False),
+        (0.5, -0.5, False),
+        (np.inf, 0.5, False),
+        (0.5, np.inf, False),
+        (np.nan, 0.5, False),
+        (0.5, np.nan, False),
+    ]
+    p = np.array([c[0] for c in cases], dtype)
+    q = np.array([c[1] for c in cases], dtype)
+    got, guarded = np.empty_like(p), np.empty_like(p)
+    _apply_ratio(p, q, got, guarded)
+    passes = np.array([c[2] for c in cases])
+    assert np.array_equal(~np.isnan(guarded), passes)
+    assert np.all(np.isfinite(got[passes]))
+    for pv, qv, ok in cases:  # the plain-Python version (NUMBA_DISABLE_JIT=1) agrees
+        assert np.isnan(_simd.ratio_guard(dtype(1.0), dtype(pv), dtype(qv))) != ok
