@@ -1,10 +1,11 @@
 """The scalar definitions: every divergence formula of fastkl, written once.
 
 These are plain Python functions on scalars. No decorator: each target compiles them
-(``fastkl._config.compile_scalars``): the CPU kernels as ``njit(inline="always")``, the C API
-through the same CPU kernels, CUDA as device functions. The names ``log`` and ``exp`` are
-resolved per target too, so a target can substitute its own implementation (a vectorizable
-log on the CPU, libdevice's on the GPU) without a second copy of any formula.
+(``fastkl._config.compile_scalars``): the CPU kernels as plain ``njit`` functions that LLVM
+inlines into the vectorized loops, the C API through the same CPU kernels, CUDA as device
+functions. The names ``log``, ``exp``, ``log_core`` and ``log_ratio_core`` are resolved per
+target too, so a target can substitute its own implementation (a vectorizable log on the CPU,
+libdevice's on the GPU) without a second copy of any formula.
 
 Exact semantics, shared by every path:
 

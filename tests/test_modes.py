@@ -59,6 +59,32 @@ def test_split_long_rows(rng, p_form, q_form, dtype):
     assert np.array_equal(many[:n], got)
 
 
+@pytest.mark.parametrize(
+    ("p_form", "q_form"),
+    [("logits", "logits"), ("logits", "probs"), ("probs", "logits"), ("log_probs", "logits")],
+)
+def test_split_rows_with_distant_chunk_maxima(rng, p_form, q_form):
+    # A split row's chunks are each shifted by their own maxima and rescaled to the row's when
+    # combined: chunks whose maxima lie far apart, a -inf logit, and a chunk of p with no mass
+    # at all (its own maximum is -inf) all give the reference's value.
+    n, k, c = 3, 2 * _cpu.CHUNK + 777, _cpu.CHUNK
+    assert mode_of(p_form, q_form, n, k) == "split"
+    p = inputs(rng, (n, k), p_form, np.float64)
+    q = inputs(rng, (n, k), q_form, np.float64)
+    for x, form in ((p, p_form), (q, q_form)):
+        if form == "logits":
+            x[0, :c] -= 60.0  # the first chunk far below the others
+            x[1, c:] -= 60.0  # the others far below the first
+            x[2, 5] = -np.inf
+    if p_form == "logits":
+        p[2, c : 2 * c] = -np.inf
+    got = fastkl.kl_div(p, q, p_form=p_form, q_form=q_form)
+    with np.errstate(all="ignore"):
+        ref = kl_ref(p, q, p_form=p_form, q_form=q_form)
+    assert_close(got, ref, rtol=1e-12, atol=1e-15)
+    assert np.all(np.isfinite(got[:2]))
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_special_values_in_every_pair_at_vector_width(rng, form):
     # k = 64: the vectorized loops, not a scalar remainder, meet the special values
