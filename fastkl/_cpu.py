@@ -623,12 +623,56 @@ KL_KERNELS = {
 _exact_row_pp = KL_KERNELS[(False, False)]["_t_exact_row"]
 
 
+K = 1  # a flat row sum's row length, bound per specialization below
+
+
+def _t_flat_sums(terms, sums):
+    """sums[i] = the K terms of row i added in order. K is a constant, so the loop over rows
+    vectorizes (K-strided loads); with a runtime k, only the inner K-loop could, and it is
+    shorter than a vector. Compiled without reassoc: every row's terms are added in the same
+    order in the vector body and the remainder alike."""
+    for i in range(sums.shape[0]):
+        acc = like(terms[0], 0.0)
+        for j in range(K):
+            acc += terms[i * K + j]
+        sums[i] = acc
+
+
+_FLAT_SUMS = tuple(
+    njit(**_ORDERED)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
+    for k in range(1, FLAT_MAX_K + 1)
+)
+(_flat_sums_1, _flat_sums_2, _flat_sums_3, _flat_sums_4) = _FLAT_SUMS[:4]
+(_flat_sums_5, _flat_sums_6, _flat_sums_7, _flat_sums_8) = _FLAT_SUMS[4:]
+
+
+@njit(**_CALL)
+def _flat_sums(terms, k, sums):
+    if k == 1:
+        _flat_sums_1(terms, sums)
+    elif k == 2:
+        _flat_sums_2(terms, sums)
+    elif k == 3:
+        _flat_sums_3(terms, sums)
+    elif k == 4:
+        _flat_sums_4(terms, sums)
+    elif k == 5:
+        _flat_sums_5(terms, sums)
+    elif k == 6:
+        _flat_sums_6(terms, sums)
+    elif k == 7:
+        _flat_sums_7(terms, sums)
+    else:
+        _flat_sums_8(terms, sums)
+
+
 @njit(**_KERNEL)
 def _kl_rows_flat_cpu(p, q, k, divisor, out):
-    """k <= FLAT_MAX_K contiguous probability rows: one vectorized loop over a block's terms.
+    """k <= FLAT_MAX_K contiguous probability rows: vectorized loops over a block's terms.
 
     Rows shorter than a vector leave a row-by-row loop scalar; the terms of a block of rows
-    are one contiguous run, so compute them flat, then add each row's terms in order.
+    are one contiguous run, so compute them flat, then add each row's terms in order (one
+    vectorized loop over the rows), then recompute the rare rows that are not finite.
     """
     n = out.shape[0]
     blocks = (n + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS
@@ -640,13 +684,12 @@ def _kl_rows_flat_cpu(p, q, k, divisor, out):
         terms = np.empty(pb.shape[0], dtype=p.dtype)
         for j in range(pb.shape[0]):
             terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
+        sums = np.empty(r1 - r0, dtype=p.dtype)
+        _flat_sums(terms, k, sums)
         for i in range(r1 - r0):
-            row = i * k
-            acc = like(p[0], 0.0)
-            for j in range(k):
-                acc += terms[row + j]
-            kl = np.float64(acc)
+            kl = np.float64(sums[i])
             if not abs(kl) < np.inf:  # NaN from ratio_guard, a zero in q, or a NaN
+                row = i * k
                 kl = _exact_row_pp(pb[row : row + k], qb[row : row + k], PROBS, PROBS, False, 0.0)
             out[r0 + i] = kl / divisor
 
