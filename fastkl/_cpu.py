@@ -32,9 +32,12 @@ Shapes
 ------
 * k <= FLAT_MAX_K (probabilities on both sides, contiguous rows): a row is too short for a
   vector loop, so the terms of a block of rows are computed as one flat vectorized loop and
-  then summed row by row.
+  then summed by a loop over rows compiled for that k.
+* Rows with statistics (logits, normalize, eps) go in blocks of ROW_BLOCK rows whose float64
+  finish (divisions and a log per row) is one vectorized loop.
 * Rows of at least 2 * CHUNK elements: (row, chunk) pairs are the parallel tasks, so that a
-  few long rows still use every core; their partial sums are combined in chunk order.
+  few long rows still use every core; their partial sums are combined in chunk order. Log-score
+  sides shift each chunk by its own maxima (no statistics pass: the data is read once).
 
 The mode depends on k, the forms and the layout only, never on n or the thread count. That is
 what makes results bitwise identical whatever the number of threads and whatever block of rows
