@@ -651,6 +651,7 @@ _FLAT_SUMS = tuple(
 
 @njit(**_CALL)
 def _flat_sums(terms, k, sums):
+    # A branch per k: numba cannot index a tuple of functions with a runtime value.
     if k == 1:
         _flat_sums_1(terms, sums)
     elif k == 2:

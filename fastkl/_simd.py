@@ -511,6 +511,8 @@ def log_ratio_core(p, q):
 
     For any other input it returns some value without raising (``ratio_guard`` tells which).
     """
+    if p == 0:
+        return 0.0  # as the compiled version: finite, so that the term p * log(p / q) is 0
     if not (p > 0 and q > 0 and p < math.inf and q < math.inf):
         return math.nan
     r = float(p) / float(q)
