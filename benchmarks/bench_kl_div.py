@@ -49,6 +49,30 @@ class KLDivOneReferenceRow:
         fastkl.kl_div(self.p, self.q)
 
 
+class KLDivCallOverhead:
+    """A call on 4 rows of 64: the fixed cost a training loop pays per batch (argument handling,
+    dispatch, the parallel launch), for the common layouts."""
+
+    params = (["same shape", "out", "one q row", "logits"],)
+    param_names = ["call"]
+
+    def setup(self, call):
+        self.p = probability_rows((4, 64), np.float32, seed=1)
+        self.q = probability_rows((4, 64), np.float32, seed=2)
+        self.out = np.empty(4, np.float32)
+        self.time_kl_div(call)  # compile or load
+
+    def time_kl_div(self, call):
+        if call == "same shape":
+            fastkl.kl_div(self.p, self.q)
+        elif call == "out":
+            fastkl.kl_div(self.p, self.q, out=self.out)
+        elif call == "one q row":
+            fastkl.kl_div(self.p, self.q[0])
+        else:
+            fastkl.kl_div(self.p, self.q, p_form="logits", q_form="logits")
+
+
 class KLDivOptions:
     """The options that add work: reductions, validation, normalization, clipping, strides."""
 

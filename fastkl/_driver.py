@@ -144,7 +144,27 @@ class Rows:
         self.k = view.shape[-1]
         self.n = math.prod(self.batch)
         self.dtype = dtype
+        self._buffer: np.ndarray | None = None
+        if view.flags.c_contiguous and view.flags.aligned and view.dtype == dtype and self.n > 0:
+            # The common case, in a fraction of as_strided's time (which dominates small calls).
+            flat = view.reshape(-1)
+            flat.flags.writeable = False  # one numba type (read-only) for every operand
+            self.flat, self.ld = flat, self.k
+            self._rows2d = flat.reshape(self.n, self.k)
+            return
         item = view.itemsize
+        if (
+            self.n > 0
+            and view.dtype == dtype
+            and view.flags.aligned
+            and not any(view.strides[:-1])
+            and (self.k == 1 or view.strides[-1] == item)
+        ):
+            # One row repeated (a broadcast reference row): read in place, ld == 0.
+            row = view[(0,) * len(self.batch)]
+            row.flags.writeable = False
+            self.flat, self.ld, self._rows2d = row, 0, None
+            return
         row_stride = _collapsed_stride(self.batch, view.strides[:-1])
         inner = view.strides[-1] if self.k > 1 else item
         # (n, k) as a strided view when the batch collapses to one stride: slicing rows from it
@@ -167,7 +187,6 @@ class Rows:
             self.flat = as_strided(
                 view, ((self.n - 1) * self.ld + self.k,), (item,), writeable=False
             )
-        self._buffer: np.ndarray | None = None
 
     @property
     def direct(self) -> bool:
@@ -287,7 +306,7 @@ def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
     ndim = max(a.ndim for a in arrs)
     ax = parse_axis(axis, ndim)
     # Align dimensions from the right as numpy does; the new leading dims are views.
-    arrs = [a[(np.newaxis,) * (ndim - a.ndim)] for a in arrs]
+    arrs = [a if a.ndim == ndim else a[(np.newaxis,) * (ndim - a.ndim)] for a in arrs]
     lengths = [a.shape[ax] for a in arrs]
     if len(set(lengths)) > 1:
         shapes = " and ".join(f"{name} {a.shape}" for name, a in zip(names, arrs, strict=True))
@@ -299,9 +318,10 @@ def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
         raise ValueError(
             f"{', '.join(names)}: zero-length distributions along axis {axis} (k == 0)"
         )
-    views = [np.moveaxis(a, ax, -1) for a in arrs]
+    views = [a if ax == ndim - 1 else np.moveaxis(a, ax, -1) for a in arrs]
     try:
-        batch = np.broadcast_shapes(*(v.shape[:-1] for v in views))
+        shapes = {v.shape[:-1] for v in views}
+        batch = shapes.pop() if len(shapes) == 1 else np.broadcast_shapes(*shapes)
     except ValueError:
         shapes = ", ".join(f"{name} {v.shape[:-1]}" for name, v in zip(names, views, strict=True))
         raise ValueError(
@@ -390,5 +410,8 @@ def rowwise(
     if validate:
         for view, name, form in zip(prep.views, names, forms, strict=True):
             validate_rows(view, name, form, normalize, prep.compute)
-    operands = [Rows(np.broadcast_to(v, (*prep.batch, prep.k)), prep.compute) for v in prep.views]
+    full = (*prep.batch, prep.k)
+    operands = [
+        Rows(v if v.shape == full else np.broadcast_to(v, full), prep.compute) for v in prep.views
+    ]
     return finish(prep, operands, kernel_call, reduction, out, arrays)
