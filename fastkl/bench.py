@@ -122,7 +122,7 @@ def paired_medians(
 
 
 #: Input bytes of the slice whose repeated scoring, from cache, gives a case's compute time:
-#: half of this machine's 2 x 1 MiB of L2, so that it stays there across calls.
+#: one core's L2 on the development machine (1 MiB), so that it stays in cache across calls.
 CACHE_BYTES = 1 << 20
 
 
