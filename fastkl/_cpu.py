@@ -83,7 +83,7 @@ CHUNK = 64 * SEG  # the unit a long row is split into across threads
 FLAT_MAX_K = 8
 FLAT_BLOCK_ROWS = 512
 ROW_BLOCK = 64  # rows whose finish is one vectorized loop (_t_kl_rows)
-MIN_NORMAL_F64 = 2.2250738585072014e-308
+MIN_NORMAL_F64 = float(np.finfo(np.float64).tiny)
 
 _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=True)
 # Loop structure is inlined at the numba IR level: a call per segment of 64 elements would
@@ -626,7 +626,7 @@ KL_KERNELS = {
 _exact_row_pp = KL_KERNELS[(False, False)]["_t_exact_row"]
 
 
-K = 1  # a flat row sum's row length, bound per specialization below
+K = 1  # a flat kernel's row length, bound per specialization below
 
 
 def _t_flat_sums(terms, sums):
@@ -641,38 +641,11 @@ def _t_flat_sums(terms, sums):
         sums[i] = acc
 
 
-_FLAT_SUMS = tuple(
-    njit(**_ORDERED)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
-    for k in range(1, FLAT_MAX_K + 1)
-)
-(_flat_sums_1, _flat_sums_2, _flat_sums_3, _flat_sums_4) = _FLAT_SUMS[:4]
-(_flat_sums_5, _flat_sums_6, _flat_sums_7, _flat_sums_8) = _FLAT_SUMS[4:]
+FLAT_SUMS = _t_flat_sums  # a template until _flat_kernel binds each k's compiled row sums
 
 
-@njit(**_CALL)
-def _flat_sums(terms, k, sums):
-    # A branch per k: numba cannot index a tuple of functions with a runtime value.
-    if k == 1:
-        _flat_sums_1(terms, sums)
-    elif k == 2:
-        _flat_sums_2(terms, sums)
-    elif k == 3:
-        _flat_sums_3(terms, sums)
-    elif k == 4:
-        _flat_sums_4(terms, sums)
-    elif k == 5:
-        _flat_sums_5(terms, sums)
-    elif k == 6:
-        _flat_sums_6(terms, sums)
-    elif k == 7:
-        _flat_sums_7(terms, sums)
-    else:
-        _flat_sums_8(terms, sums)
-
-
-@njit(**_KERNEL)
-def _kl_rows_flat_cpu(p, q, k, divisor, out):
-    """k <= FLAT_MAX_K contiguous probability rows: vectorized loops over a block's terms.
+def _t_kl_rows_flat(p, q, k, divisor, out):
+    """k == K <= FLAT_MAX_K contiguous probability rows: vectorized loops over a block's terms.
 
     Rows shorter than a vector leave a row-by-row loop scalar; the terms of a block of rows
     are one contiguous run, so compute them flat, then add each row's terms in order (one
@@ -683,19 +656,29 @@ def _kl_rows_flat_cpu(p, q, k, divisor, out):
     for b in prange(blocks):
         r0 = b * FLAT_BLOCK_ROWS
         r1 = min(r0 + FLAT_BLOCK_ROWS, n)
-        pb = p[r0 * k : r1 * k]
-        qb = q[r0 * k : r1 * k]
+        pb = p[r0 * K : r1 * K]
+        qb = q[r0 * K : r1 * K]
         terms = np.empty(pb.shape[0], dtype=p.dtype)
         for j in range(pb.shape[0]):
             terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
         sums = np.empty(r1 - r0, dtype=p.dtype)
-        _flat_sums(terms, k, sums)
+        FLAT_SUMS(terms, sums)
         for i in range(r1 - r0):
             kl = np.float64(sums[i])
             if not abs(kl) < np.inf:  # NaN from ratio_guard, a zero in q, or a NaN
-                row = i * k
-                kl = _exact_row_pp(pb[row : row + k], qb[row : row + k], PROBS, PROBS, False, 0.0)
+                row = i * K
+                kl = _exact_row_pp(pb[row : row + K], qb[row : row + K], PROBS, PROBS, False, 0.0)
             out[r0 + i] = kl / divisor
+
+
+def _flat_kernel(k: int):
+    sums = njit(**_ORDERED)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
+    kernel = specialize(_t_kl_rows_flat, f"kl_rows_flat_{k}_cpu", {"K": k, "FLAT_SUMS": sums})
+    return njit(**_KERNEL)(kernel)
+
+
+#: The flat kernel for rows of k elements is _FLAT_KERNELS[k - 1] (compiled on first use).
+_FLAT_KERNELS = tuple(_flat_kernel(k) for k in range(1, FLAT_MAX_K + 1))
 
 
 def kl_kernel(
@@ -711,7 +694,7 @@ def kl_kernel(
         and not normalize
         and eps == 0.0
     ):
-        return "flat", _kl_rows_flat_cpu
+        return "flat", _FLAT_KERNELS[k - 1]
     family = KL_KERNELS[(log_p, log_q)]
     if k >= 2 * CHUNK:
         # Long rows always go by (row, chunk) tasks, whatever n: a few rows still use every
