@@ -6,6 +6,29 @@ definitions of ``fastkl._math``.
 """
 
 from ._version import __version__
-from .api import kl_div
+from .api import (
+    bernoulli_kl,
+    cross_entropy,
+    entropy,
+    gaussian_kl,
+    generalized_kl,
+    js_distance,
+    js_div,
+    kl_div,
+    sym_kl,
+    vae_kl,
+)
 
-__all__ = ["__version__", "kl_div"]
+__all__ = [
+    "__version__",
+    "bernoulli_kl",
+    "cross_entropy",
+    "entropy",
+    "gaussian_kl",
+    "generalized_kl",
+    "js_distance",
+    "js_div",
+    "kl_div",
+    "sym_kl",
+    "vae_kl",
+]

@@ -41,12 +41,17 @@ _ROW_MESSAGES = {
 # --- checking arguments ------------------------------------------------------------------
 
 
-def as_float_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray of float16/32/64 with at least one dimension, without copying arrays."""
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray (no copy of an array), or a ValueError naming the argument."""
     try:
-        a = np.asarray(x)
+        return np.asarray(x)
     except Exception as exc:  # ragged nested lists, objects whose __array__ fails
         raise ValueError(f"{name}: could not convert to an array: {exc}") from None
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray of float16/32/64 with at least one dimension, without copying arrays."""
+    a = as_array(x, name)
     if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
         raise TypeError(
             f"{name}: expected floating-point values (float16, float32 or float64), "
@@ -246,12 +251,24 @@ def _sum_tolerance(dtype: np.dtype, k: int) -> float:
     return max(1e-6, math.sqrt(k) * float(np.finfo(dtype).eps))
 
 
-def validate_rows(x: np.ndarray, name: str, form: int, normalize: bool, compute: np.dtype) -> None:
-    """Raise ValueError naming the first invalid row of ``x`` (distribution axis last)."""
+def validate_rows(
+    x: np.ndarray,
+    name: str,
+    form: int,
+    normalize: bool,
+    compute: np.dtype,
+    measures: bool = False,
+) -> None:
+    """Raise ValueError naming the first invalid row of ``x`` (distribution axis last).
+
+    ``measures``: rows are nonnegative measures, whose totals are not checked.
+    """
     rows = Rows(x, compute)
     if rows.n == 0:
         return
-    if normalize:
+    if measures and not normalize:
+        sum_check = _cpu.SUM_UNCHECKED
+    elif normalize:
         # probabilities must have positive mass; log forms are normalized whatever they sum to
         sum_check = _cpu.SUM_POSITIVE if form == PROBS else _cpu.SUM_UNCHECKED
     else:
@@ -403,13 +420,17 @@ def rowwise(
     normalize: bool,
     validate: bool,
     out: Any,
+    measures: bool = False,
 ) -> Any:
-    """The common path of every row-wise function (see the module docstring)."""
+    """The common path of every row-wise function (see the module docstring).
+
+    ``measures``: the inputs need not sum to 1 (``validate`` checks signs and NaN only).
+    """
     reduction = parse_reduction(reduction)
     prep = prepare(arrays, names, axis)
     if validate:
         for view, name, form in zip(prep.views, names, forms, strict=True):
-            validate_rows(view, name, form, normalize, prep.compute)
+            validate_rows(view, name, form, normalize, prep.compute, measures)
     full = (*prep.batch, prep.k)
     operands = [
         Rows(v if v.shape == full else np.broadcast_to(v, full), prep.compute) for v in prep.views

@@ -15,20 +15,35 @@ Exact semantics, shared by every path:
 * never a NaN from ``0 * log 0`` or ``0 * (-inf)``.
 """
 
-from math import exp, inf, log  # noqa: F401  (exp and log are rebound per target)
+from math import exp, expm1, inf, log, nan  # noqa: F401  (exp and log are rebound per target)
 
 # ``log_core`` is a log that only needs to be right for positive normal finite inputs (the CPU
 # binds a vectorizable polynomial without special-value handling); by default the full log.
 log_core = log
 
 __all__ = [
+    "bernoulli_term",
     "clip",
+    "cross_entropy_term",
+    "cross_entropy_term_fast",
+    "entropy_term",
+    "entropy_term_fast",
+    "gaussian_term",
+    "generalized_kl_term",
+    "generalized_kl_term_fast",
+    "js_term",
+    "js_term_fast",
     "kl_term",
     "kl_term_fast",
     "kl_term_log",
     "kl_term_log_fast",
+    "like",
     "log_ratio_core",
     "max_nan",
+    "ratio_guard",
+    "sym_kl_term",
+    "sym_kl_term_fast",
+    "vae_term",
 ]
 
 # Input forms, shared with the C API's FASTKL_PROBS / FASTKL_LOG_PROBS / FASTKL_LOGITS.
@@ -49,6 +64,25 @@ def clip(x, lo, hi):
 def max_nan(a, b):
     """The larger of ``a`` and ``b``; NaN if ``a`` is NaN (so a NaN row stays NaN)."""
     return a if (a >= b or a != a) else b
+
+
+def like(x, value):
+    """``value`` in x's floating type. A target binds its own (on the CPU a float literal
+    would otherwise promote float32 arithmetic to float64 and halve the vector width)."""
+    return value
+
+
+def ratio_guard(t, p, q):
+    """``t`` where the fast terms are exact for (p, q), NaN elsewhere.
+
+    The fast terms (``*_fast``) assume q positive, normal and finite and p zero or so: no
+    special-value branch in a vector loop. A NaN here sends the row to the exact terms. The
+    CPU binds a branch-free version on the floats' bits (``_simd.ratio_guard``).
+    """
+    tiny = 2.2250738585072014e-308  # float64's smallest normal (float32 rows are converted)
+    q_ok = q >= tiny and q < inf
+    p_ok = p == 0.0 or (p >= tiny and p < inf)
+    return t if (q_ok and p_ok) else nan
 
 
 def log_ratio_core(p, q):
@@ -99,3 +133,108 @@ def kl_term_log(p, logp, logq):
     NaN; +inf where p > 0 and log q == -inf.
     """
     return kl_term_log_fast(p, logp, logq) if (p != 0.0 or logq != logq) else p
+
+
+# --- the divergence family ------------------------------------------------------------------
+#
+# Each divergence has one exact term, on float64 probabilities and their logs ``(p, q, lp,
+# lq)``, and one fast term for the vector loops, which also takes ``lr = log(p / q)`` (the
+# CPU computes it from the quotient's mantissas for two probability inputs, as ``lp - lq``
+# for log inputs) and guards itself: it is NaN wherever it is not exact, and the kernels then
+# use the exact term for that row. The unused arguments cost nothing: the terms inline.
+
+
+def js_term(p, q, lp, lq):
+    """Jensen-Shannon: ``(p log(p / m) + q log(q / m)) / 2`` with ``m = (p + q) / 2``.
+
+    Each half is 0 where its weight is 0, so the term is finite for any p, q >= 0; a negative
+    or NaN input gives NaN.
+    """
+    m = 0.5 * p + 0.5 * q  # no overflow for huge measures
+    return 0.5 * (kl_term(p, m) + kl_term(q, m))
+
+
+def js_term_fast(p, q, lp, lq, lr):
+    """:func:`js_term` for the vector loop. ``log(p / m) = log(2p / (p + q))``: the doubling
+    is exact and the quotient form keeps near-equal p and q precise."""
+    s = p + q
+    s1 = s if s > like(s, 0.0) else like(s, 1.0)  # p == q == 0: two finite logs times 0
+    t = p * log_ratio_core(p + p, s1) + q * log_ratio_core(q + q, s1)
+    return ratio_guard(ratio_guard(t * like(t, 0.5), p + p, s1), q + q, s1)
+
+
+def sym_kl_term(p, q, lp, lq):
+    """Jeffreys: ``p log(p / q) + q log(q / p)``: 0 where p == q == 0, +inf where exactly one
+    of them is 0."""
+    return kl_term_log(p, lp, lq) + kl_term_log(q, lq, lp)
+
+
+def sym_kl_term_fast(p, q, lp, lq, lr):
+    """:func:`sym_kl_term` as ``(p - q) log(p / q)`` (both p and q positive)."""
+    return ratio_guard(ratio_guard((p - q) * lr, p, q), q, p)
+
+
+def cross_entropy_term(p, q, lp, lq):
+    """``-p log q``: 0 where p == 0 (unless log q is NaN), +inf where p > 0 and q == 0, NaN
+    for a negative or NaN p (whose log ``lp`` is NaN)."""
+    if lp != lp:
+        return lp
+    return -(p * lq) if (p != 0.0 or lq != lq) else 0.0
+
+
+def cross_entropy_term_fast(p, q, lp, lq, lr):
+    """:func:`cross_entropy_term` for the vector loop."""
+    return ratio_guard(-(p * lq), p, q)
+
+
+def entropy_term(p, q, lp, lq):
+    """``-p log p``: 0 where p == 0. (q is not read.)"""
+    return -(p * lp) if p != 0.0 else p
+
+
+def entropy_term_fast(p, q, lp, lq, lr):
+    """:func:`entropy_term` for the vector loop."""
+    return ratio_guard(-(p * lp), p, like(p, 1.0))
+
+
+def generalized_kl_term(p, q, lp, lq):
+    """``p log(p / q) - p + q`` for nonnegative measures (``scipy.special.kl_div``)."""
+    return kl_term_log(p, lp, lq) - p + q
+
+
+def generalized_kl_term_fast(p, q, lp, lq, lr):
+    """:func:`generalized_kl_term` for the vector loop."""
+    return ratio_guard(p * lr - p + q, p, q)
+
+
+# --- closed forms -----------------------------------------------------------------------------
+
+
+def bernoulli_term(p, q):
+    """KL(Bernoulli(p) || Bernoulli(q)) = ``p log(p / q) + (1 - p) log((1 - p) / (1 - q))``.
+
+    NaN unless both p and q lie in [0, 1]; +inf where q is 0 or 1 and p is not q.
+    """
+    if not (p >= 0.0 and p <= 1.0 and q >= 0.0 and q <= 1.0):
+        return nan
+    return kl_term(p, q) + kl_term(1.0 - p, 1.0 - q)
+
+
+def gaussian_term(mu_p, sigma_p, mu_q, sigma_q):
+    """KL(N(mu_p, sigma_p^2) || N(mu_q, sigma_q^2)) =
+    ``log(sigma_q / sigma_p) + (sigma_p^2 + (mu_p - mu_q)^2) / (2 sigma_q^2) - 1/2``.
+
+    sigma is the standard deviation. A negative sigma gives NaN; sigma_p == 0 (a point mass)
+    gives +inf, and so does sigma_q == 0 unless sigma_p is 0 too (NaN: the ratio is undefined).
+    """
+    if sigma_q == 0.0 and sigma_p > 0.0:
+        return inf
+    r = sigma_p / sigma_q
+    d = (mu_p - mu_q) / sigma_q
+    return 0.5 * (r * r + d * d - 1.0) - log(r)
+
+
+def vae_term(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, 1)) = ``(mu^2 + exp(logvar) - 1 - logvar) / 2``,
+    with ``exp(logvar) - 1`` as ``expm1`` so that logvar near 0 keeps its precision."""
+    return 0.5 * (mu * mu + (expm1(logvar) - logvar))

@@ -1,0 +1,297 @@
+"""CPU kernels of the divergence family and of the closed forms.
+
+The family (Jensen-Shannon, Jeffreys, cross-entropy, entropy, generalized KL) shares one
+kernel template, specialized per divergence and form pair, around the terms of ``_math``:
+
+1. statistics of a row, when a side needs them: the log-sum-exp of logits (a max pass through
+   ordered bits, then a sum of exponentials), or the mass of a probability row to normalize;
+2. one sum pass over segments of ``SEG`` elements in the input's precision (vectorized: the
+   fast term checks itself through ``ratio_guard`` and turns NaN where it is not exact), each
+   segment's partial sum added in float64 in a fixed order;
+3. a row whose fast sum is not finite (a zero in a side that cannot have one, a NaN, a -inf
+   logit, a subnormal) is computed again by the exact float64 terms.
+
+Unlike KL, whose terms split into sums that a finish step rescales (``_cpu``), these terms
+mix p and q inside a logarithm (Jensen-Shannon's ``m``) or are linear in one side only, so
+both sides are normalized before the sum pass: a log-score row is read three times (max,
+sum of exponentials, terms), from cache for rows up to the L2 size. The row is the unit of
+work (no split of long rows across threads).
+
+The closed forms are elementwise terms summed along a row (``k == 1`` for elementwise
+results), computed in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _math, _simd
+from ._config import JIT_OPTIONS, compile_scalars, specialize
+from ._cpu import (
+    _CALL,
+    _HELPER,
+    _KERNEL,
+    SEG,
+    _read_as,
+    _row_mass,
+    _row_max,
+    clip,
+    exp,
+    exp_core,
+    like,
+    log,
+    log_core,
+)
+from ._math import LOGITS
+
+_S = compile_scalars(
+    _math,
+    njit(**JIT_OPTIONS),
+    {
+        "log": _simd.log,
+        "exp": _simd.exp,
+        "log_core": _simd.log_core,
+        "log_ratio_core": _simd.log_ratio_core,
+        "ratio_guard": _simd.ratio_guard,
+        "like": _simd.like,
+    },
+)
+log_ratio_core = _simd.log_ratio_core
+max_nan = _S.max_nan
+
+#: name -> (exact term, fast term, whether the divergence reads q)
+DIVERGENCES = {
+    "js": (_S.js_term, _S.js_term_fast, True),
+    "sym_kl": (_S.sym_kl_term, _S.sym_kl_term_fast, True),
+    "cross_entropy": (_S.cross_entropy_term, _S.cross_entropy_term_fast, True),
+    "entropy": (_S.entropy_term, _S.entropy_term_fast, False),
+    "generalized_kl": (_S.generalized_kl_term, _S.generalized_kl_term_fast, True),
+}
+
+#: Row post-processing codes of the family kernels.
+POST_NONE = 0
+POST_CLAMP = 1  # max(value, 0), NaN kept: Jensen-Shannon is >= 0 for any nonnegative measures
+POST_SQRT = 2  # sqrt of the clamped value: the Jensen-Shannon distance
+
+
+@njit(**_HELPER)
+def _seg_sumexp(x, m):
+    s = like(x[0], 0.0)
+    mm = like(x[0], m)
+    for j in range(x.shape[0]):
+        s += exp_core(x[j] - mm)
+    return np.float64(s)
+
+
+@njit(**_HELPER)
+def _row_shift(x):
+    """(m, c) with m + c = log(sum(exp(x))), m the row's maximum: a max pass and a sum pass,
+    segment by segment. The sum pass reads ``(x - m) - c``: x - m is exact near the top, where
+    rounding the whole log-sum-exp to the input's precision first would not be."""
+    k = x.shape[0]
+    m = _row_max(x[: min(SEG, k)])
+    for s in range(SEG, k, SEG):
+        m = max_nan(_row_max(x[s : min(s + SEG, k)]), m)
+    if not abs(m) < np.inf:
+        return m, 0.0  # NaN or +-inf logits: the sum pass gives NaN; the exact path decides
+    acc = 0.0
+    for s in range(0, k, SEG):
+        acc += _seg_sumexp(x[s : min(s + SEG, k)], m)
+    return m, log(acc)
+
+
+@njit(**_HELPER)
+def _row_total(x):
+    k = x.shape[0]
+    acc = 0.0
+    for s in range(0, k, SEG):
+        acc += _row_mass(x[s : min(s + SEG, k)])
+    return acc
+
+
+# --- templates, specialized per (divergence, form pair) ---------------------------------------
+#
+# Bound per specialization: LOG_P, LOG_Q (whether each side is log-scores), HAS_Q (False for
+# entropy: q is never read), TERM (the exact term), TERM_FAST (the fast term), and the _t_*
+# helpers below.
+
+LOG_P = False
+LOG_Q = False
+HAS_Q = True
+TERM = _S.js_term
+TERM_FAST = _S.js_term_fast
+
+
+def _t_fam_seg(p, q, ap, cp, aq, cq, lo, hi):
+    """The fast sum of a segment (NaN where a term was not exact). A probability side is
+    ``clip(x * a, lo, hi)``, a log-score side ``(x - a) - c``."""
+    acc = like(p[0], 0.0)
+    one = like(p[0], 1.0)
+    zero = like(p[0], 0.0)
+    for j in range(p.shape[0]):
+        if LOG_P:
+            lpj = (p[j] - ap) - cp
+            pj = exp_core(lpj)
+        else:
+            pj = clip(p[j] * ap, lo, hi)
+            lpj = log_core(pj)
+        qj, lqj = one, zero
+        if HAS_Q:
+            if LOG_Q:
+                lqj = (q[j] - aq) - cq
+                qj = exp_core(lqj)
+            else:
+                qj = clip(q[j] * aq, lo, hi)
+                lqj = log_core(qj)
+        lr = lpj - lqj if (LOG_P or LOG_Q) else log_ratio_core(pj, qj)
+        acc += TERM_FAST(pj, qj, lpj, lqj, lr)
+    return np.float64(acc)
+
+
+def _t_params(x, form, normalize, log_side):
+    """A row's (a, c) for the sum pass: scale and 0 for probabilities, shifts for log-scores."""
+    if log_side:
+        return _row_shift(x) if (form == LOGITS or normalize) else (0.0, 0.0)
+    return (1.0 / _row_total(x) if normalize else 1.0), 0.0
+
+
+def _t_fam_fast(p, q, p_form, q_form, normalize, eps):
+    k = p.shape[0]
+    a_p, c_p = _t_params(p, p_form, normalize, LOG_P)
+    a_q, c_q = _t_params(q, q_form, normalize, LOG_Q) if HAS_Q else (1.0, 0.0)
+    lo, hi = (eps, 1.0) if eps > 0.0 else (-np.inf, np.inf)
+    x = p[0]
+    acc = 0.0
+    for s in range(0, k, SEG):
+        e = min(s + SEG, k)
+        acc += SEG_SUM(
+            p[s:e],
+            q[s:e],
+            like(x, a_p),
+            like(x, c_p),
+            like(x, a_q),
+            like(x, c_q),
+            like(x, lo),
+            like(x, hi),
+        )
+    return acc
+
+
+def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
+    """A row in float64 with the exact terms (every IEEE special value handled)."""
+    pa, plo, phi = _read_as(p, p_form, normalize, eps)
+    qa, qlo, qhi = _read_as(q, q_form, normalize, eps) if HAS_Q else (1.0, 0.0, 1.0)
+    acc = 0.0
+    for j in range(p.shape[0]):
+        if LOG_P:
+            lp = clip(p[j] - pa, plo, phi)
+            pj = exp(lp)
+        else:
+            pj = clip(p[j] * pa, plo, phi)
+            lp = log(pj)
+        qj, lq = 1.0, 0.0
+        if HAS_Q:
+            if LOG_Q:
+                lq = clip(q[j] - qa, qlo, qhi)
+                qj = exp(lq)
+            else:
+                qj = clip(q[j] * qa, qlo, qhi)
+                lq = log(qj)
+        acc += TERM(pj, qj, lp, lq)
+    return acc
+
+
+def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post, out):
+    """out[i] = D(p_i || q_i) / divisor, then ``post``; one row per task."""
+    # Clipping log-scores needs their log-sum-exp before the clip: the exact path does it.
+    fast = not (eps > 0.0 and (LOG_P or (HAS_Q and LOG_Q)))
+    for i in prange(out.shape[0]):
+        pr = p[i * ldp : i * ldp + k]
+        qr = q[i * ldq : i * ldq + k]
+        v = _t_fam_fast(pr, qr, p_form, q_form, normalize, eps) if fast else np.nan
+        if not abs(v) < np.inf:
+            v = _t_fam_exact(pr, qr, p_form, q_form, normalize, eps)
+        v = v / divisor
+        if post != POST_NONE:
+            v = 0.0 if v < 0.0 else v  # rounding below 0; NaN stays NaN
+            if post == POST_SQRT:
+                v = np.sqrt(v)
+        out[i] = v
+
+
+SEG_SUM = _t_fam_seg  # bound per specialization
+
+
+def _specialize_family(name: str, log_p: bool, log_q: bool):
+    term, term_fast, has_q = DIVERGENCES[name]
+    tag = f"{name}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
+    bindings = {
+        "LOG_P": log_p,
+        "LOG_Q": log_q,
+        "HAS_Q": has_q,
+        "TERM": term,
+        "TERM_FAST": term_fast,
+    }
+    bindings["_t_params"] = njit(**_HELPER)(specialize(_t_params, f"params_{tag}", bindings))
+    bindings["SEG_SUM"] = njit(**_HELPER)(specialize(_t_fam_seg, f"seg_{tag}", bindings))
+    bindings["_t_fam_fast"] = njit(**_HELPER)(specialize(_t_fam_fast, f"fast_{tag}", bindings))
+    bindings["_t_fam_exact"] = njit(**_CALL)(specialize(_t_fam_exact, f"exact_{tag}", bindings))
+    return njit(**_KERNEL)(specialize(_t_fam_rows, f"{tag}_rows_cpu", bindings))
+
+
+_FAMILY_KERNELS: dict[tuple[str, bool, bool], object] = {}
+
+
+def family_kernel(name: str, log_p: bool, log_q: bool):
+    """The row kernel of divergence ``name`` for a form pair (specialized on first use)."""
+    key = (name, log_p, log_q and DIVERGENCES[name][2])
+    kernel = _FAMILY_KERNELS.get(key)
+    if kernel is None:
+        kernel = _FAMILY_KERNELS[key] = _specialize_family(*key)
+    return kernel
+
+
+# --- closed forms -------------------------------------------------------------------------------
+
+TERM2 = _S.bernoulli_term
+TERM4 = _S.gaussian_term
+
+
+def _t_sum_rows2(a, lda, b, ldb, k, divisor, out):
+    """out[i] = sum_j TERM2(a_ij, b_ij) / divisor, in float64."""
+    for i in prange(out.shape[0]):
+        acc = 0.0
+        for j in range(k):
+            acc += TERM2(np.float64(a[i * lda + j]), np.float64(b[i * ldb + j]))
+        out[i] = acc / divisor
+
+
+def _t_sum_rows4(a, lda, b, ldb, c, ldc, d, ldd, k, out):
+    """out[i] = sum_j TERM4(a_ij, b_ij, c_ij, d_ij), in float64."""
+    for i in prange(out.shape[0]):
+        acc = 0.0
+        for j in range(k):
+            acc += TERM4(
+                np.float64(a[i * lda + j]),
+                np.float64(b[i * ldb + j]),
+                np.float64(c[i * ldc + j]),
+                np.float64(d[i * ldd + j]),
+            )
+        out[i] = acc
+
+
+_bernoulli_rows_cpu = njit(**_KERNEL)(
+    specialize(_t_sum_rows2, "bernoulli_rows_cpu", {"TERM2": _S.bernoulli_term})
+)
+_vae_rows_cpu = njit(**_KERNEL)(specialize(_t_sum_rows2, "vae_rows_cpu", {"TERM2": _S.vae_term}))
+_gaussian_rows_cpu = njit(**_KERNEL)(
+    specialize(_t_sum_rows4, "gaussian_rows_cpu", {"TERM4": _S.gaussian_term})
+)
+
+#: closed form -> its row kernel
+CLOSED_KERNELS = {
+    "bernoulli": _bernoulli_rows_cpu,
+    "vae": _vae_rows_cpu,
+    "gaussian": _gaussian_rows_cpu,
+}
