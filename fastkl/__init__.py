@@ -5,6 +5,7 @@ handling, layout, validation, reductions) -> a kernel (``fastkl._cpu``) built on
 definitions of ``fastkl._math``.
 """
 
+from . import compat
 from ._version import __version__
 from .api import (
     bernoulli_kl,
@@ -22,6 +23,7 @@ from .api import (
 __all__ = [
     "__version__",
     "bernoulli_kl",
+    "compat",
     "cross_entropy",
     "entropy",
     "gaussian_kl",

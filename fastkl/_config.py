@@ -50,11 +50,24 @@ BLOCK_BYTES = 1 << 22
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _source_fingerprint() -> str:
-    """A hash of every module of the package: code from several files is inlined into each
-    kernel (_math, _simd, _cpu), so a change to any of them must invalidate every kernel."""
-    digest = hashlib.sha256(numba.__version__.encode())
+def _kernel_sources() -> list[str]:
+    """The modules whose code can end up in a cached kernel: the private modules (scalar terms,
+    math, kernels, the driver) and every module that uses numba itself. Editing the pure
+    Python glue (api, cli) keeps the cache."""
+    paths = []
     for path in sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))):
+        with open(path, "rb") as f:
+            text = f.read()
+        if os.path.basename(path).startswith("_") or b"numba" in text:
+            paths.append(path)
+    return paths
+
+
+def _source_fingerprint() -> str:
+    """A hash of the kernel sources: code from several files is inlined into each kernel
+    (_math, _simd, _cpu), so a change to any of them must invalidate every kernel."""
+    digest = hashlib.sha256(numba.__version__.encode())
+    for path in _kernel_sources():
         digest.update(os.path.basename(path).encode())
         with open(path, "rb") as f:
             digest.update(f.read())

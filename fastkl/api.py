@@ -550,14 +550,21 @@ def _closed_form(
 ) -> Any:
     """Run a closed form's row kernel: its terms summed along ``axis`` (elementwise for None).
 
-    Integer parameters (a mean of 0, a standard deviation of 1) are read as float64.
+    The parameters broadcast fully, the summed axis included (a scalar target activation
+    against a layer's activations), as views. Integer parameters (a mean of 0, a standard
+    deviation of 1) are read as float64.
     """
     converted = []
     for x, name in zip(arrays, names, strict=True):
         a = _driver.as_array(x, name)
-        if a.dtype.kind in "iu":
-            a = a.astype(np.float64)
-        converted.append(a[..., np.newaxis] if axis is None else a)
+        converted.append(a.astype(np.float64) if a.dtype.kind in "iu" else a)
+    try:
+        converted = np.broadcast_arrays(*converted)
+    except ValueError:
+        shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, converted, strict=True))
+        raise ValueError(f"{', '.join(names)}: the shapes do not broadcast ({shapes})") from None
+    if axis is None:
+        converted = [a[..., np.newaxis] for a in converted]
     return _driver.rowwise(
         kernel_call,
         converted,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax, rel_entr
+from scipy.special import entr, log_softmax, rel_entr, xlogy
+from scipy.special import kl_div as scipy_kl_div
 
 
 def to_probs(x: np.ndarray, form: str, axis: int = -1) -> np.ndarray:
@@ -16,18 +17,17 @@ def to_probs(x: np.ndarray, form: str, axis: int = -1) -> np.ndarray:
     return np.exp(log_softmax(x, axis=axis))
 
 
-def kl_ref(
+def ref_inputs(
     p: np.ndarray,
     q: np.ndarray,
     *,
     p_form: str = "probs",
     q_form: str = "probs",
     axis: int = -1,
-    base: float | None = None,
     eps: float | None = None,
     normalize: bool = False,
-) -> np.ndarray:
-    """sum(rel_entr(p, q), axis) after the same conversions, in float64."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as float64 probabilities after fastkl's conversions (forms, normalize, eps)."""
     p, q = np.broadcast_arrays(np.asarray(p, np.float64), np.asarray(q, np.float64))
     if normalize and p_form == "log_probs":
         p_form = "logits"
@@ -43,11 +43,33 @@ def kl_ref(
     if eps is not None:
         pp = np.clip(pp, eps, 1.0)
         qq = np.clip(qq, eps, 1.0)
+    return pp, qq
+
+
+#: divergence -> its elementwise terms from float64 probabilities (scipy's functions)
+TERMS = {
+    "kl": rel_entr,
+    "js": lambda p, q: 0.5 * (rel_entr(p, (p + q) / 2) + rel_entr(q, (p + q) / 2)),
+    "sym_kl": lambda p, q: rel_entr(p, q) + rel_entr(q, p),
+    "cross_entropy": lambda p, q: -xlogy(p, q),
+    "entropy": lambda p, q: entr(p),
+    "generalized_kl": scipy_kl_div,
+}
+
+
+def divergence_ref(name: str, p, q, *, axis: int = -1, base: float | None = None, **kw):
+    """sum(TERMS[name](p, q), axis) after the same conversions, in float64 (``base`` divides)."""
+    pp, qq = ref_inputs(p, q, axis=axis, **kw)
     with np.errstate(all="ignore"):
-        out = rel_entr(pp, qq).sum(axis=axis)
+        out = TERMS[name](pp, qq).sum(axis=axis)
     if base is not None:
         out = out / np.log(base)
     return out
+
+
+def kl_ref(p: np.ndarray, q: np.ndarray, **kw) -> np.ndarray:
+    """sum(rel_entr(p, q), axis) after the same conversions, in float64."""
+    return divergence_ref("kl", p, q, **kw)
 
 
 def random_probs(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.float64):

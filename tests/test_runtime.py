@@ -108,7 +108,9 @@ def test_read_only_install_still_imports_and_runs(tmp_path):
             path.chmod(0o755)
 
 
-@pytest.mark.parametrize("module", ["_math.py", "_simd.py", "_cpu.py", "bench.py"])
+@pytest.mark.parametrize(
+    "module", ["_math.py", "_simd.py", "_cpu.py", "_cpu_family.py", "bench.py", "compat.py"]
+)
 def test_cache_key_covers_inlined_modules(monkeypatch, tmp_path, module):
     # numba alone keys a kernel on its own file; ours hashes every module whose code a kernel
     # inlines (the scalar terms, log and exp), so editing one never leaves a stale kernel.
@@ -119,6 +121,11 @@ def test_cache_key_covers_inlined_modules(monkeypatch, tmp_path, module):
     path = copy / module
     path.write_text(path.read_text() + "\n# changed\n")
     assert _config._source_fingerprint() != before
+    # the pure Python glue does not key the kernels
+    after = _config._source_fingerprint()
+    api = copy / "api.py"
+    api.write_text(api.read_text() + "\n# changed\n")
+    assert _config._source_fingerprint() == after
 
 
 def test_kernels_release_the_gil(rng):
