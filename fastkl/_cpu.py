@@ -62,6 +62,8 @@ _S = compile_scalars(
         "exp": _simd.exp,
         "log_core": _simd.log_core,
         "log_ratio_core": _simd.log_ratio_core,
+        "ratio_guard": _simd.ratio_guard,
+        "like": _simd.like,
     },
 )
 clip = _S.clip

@@ -27,12 +27,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _math, _simd
-from ._config import JIT_OPTIONS, compile_scalars, specialize
+from . import _simd
+from ._config import specialize
 from ._cpu import (
     _CALL,
     _HELPER,
     _KERNEL,
+    _S,  # the scalar terms of _math, compiled for the CPU
     SEG,
     _read_as,
     _row_mass,
@@ -46,18 +47,6 @@ from ._cpu import (
 )
 from ._math import LOGITS
 
-_S = compile_scalars(
-    _math,
-    njit(**JIT_OPTIONS),
-    {
-        "log": _simd.log,
-        "exp": _simd.exp,
-        "log_core": _simd.log_core,
-        "log_ratio_core": _simd.log_ratio_core,
-        "ratio_guard": _simd.ratio_guard,
-        "like": _simd.like,
-    },
-)
 log_ratio_core = _simd.log_ratio_core
 max_nan = _S.max_nan
 

@@ -172,25 +172,17 @@ def kl_div(
 def _family(
     name: str,
     arrays: tuple[Any, ...],
-    *,
-    p_form: Any,
-    q_form: Any,
-    axis: Any,
-    reduction: Any,
-    base: Any,
-    eps: Any,
-    normalize: Any,
-    validate: Any,
-    out: Any,
+    options: dict[str, Any],
     post: int = _cpu_family.POST_NONE,
 ) -> Any:
-    """The common call of the family: parse the options, pick the kernel, run the driver."""
-    p_code = _driver.parse_form(p_form, "p_form")
-    q_code = _driver.parse_form(q_form, "q_form") if len(arrays) == 2 else p_code
-    divisor = _driver.parse_base(base)
-    eps_value = _driver.parse_eps(eps)
-    normalize = _driver.parse_bool(normalize, "normalize")
-    validate = _driver.parse_bool(validate, "validate")
+    """The common call of the family: parse the options (a public function's keyword
+    arguments, as its ``locals()``), pick the kernel, run the driver."""
+    p_code = _driver.parse_form(options["p_form"], "p_form")
+    q_code = _driver.parse_form(options["q_form"], "q_form") if len(arrays) == 2 else p_code
+    divisor = _driver.parse_base(options["base"])
+    eps_value = _driver.parse_eps(options["eps"])
+    normalize = _driver.parse_bool(options["normalize"], "normalize")
+    validate = _driver.parse_bool(options["validate"], "validate")
     kernel = _cpu_family.family_kernel(name, p_code != _cpu.PROBS, q_code != _cpu.PROBS)
 
     def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
@@ -203,11 +195,11 @@ def _family(
         arrays,
         names,
         (p_code, q_code)[: len(arrays)],
-        axis=axis,
-        reduction=reduction,
+        axis=options["axis"],
+        reduction=options["reduction"],
         normalize=normalize,
         validate=validate,
-        out=out,
+        out=options["out"],
         measures=name == "generalized_kl",
     )
 
@@ -255,20 +247,7 @@ def js_div(
     >>> fastkl.js_div([[0.1, 0.9], [0.5, 0.5]], [0.4, 0.6])
     array([0.06328782, 0.00505939])
     """
-    return _family(
-        "js",
-        (p, q),
-        p_form=p_form,
-        q_form=q_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-        post=_cpu_family.POST_CLAMP,
-    )
+    return _family("js", (p, q), locals(), _cpu_family.POST_CLAMP)
 
 
 @_doc
@@ -309,20 +288,7 @@ def js_distance(
     >>> round(float(fastkl.js_distance([1.0, 0.0], [0.0, 1.0], base=2)), 12)
     1.0
     """
-    return _family(
-        "js",
-        (p, q),
-        p_form=p_form,
-        q_form=q_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-        post=_cpu_family.POST_SQRT,
-    )
+    return _family("js", (p, q), locals(), _cpu_family.POST_SQRT)
 
 
 @_doc
@@ -361,19 +327,7 @@ def sym_kl(
     >>> fastkl.sym_kl([0.5, 0.5, 0.0], [0.5, 0.0, 0.5])
     np.float64(inf)
     """
-    return _family(
-        "sym_kl",
-        (p, q),
-        p_form=p_form,
-        q_form=q_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-    )
+    return _family("sym_kl", (p, q), locals())
 
 
 @_doc
@@ -413,19 +367,7 @@ def cross_entropy(
     >>> fastkl.cross_entropy([[1.0, 0.0, 0.0]], [[2.0, 1.0, 0.1]], q_form="logits")
     array([0.41703002])
     """
-    return _family(
-        "cross_entropy",
-        (p, q),
-        p_form=p_form,
-        q_form=q_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-    )
+    return _family("cross_entropy", (p, q), locals())
 
 
 def entropy(
@@ -472,19 +414,7 @@ def entropy(
     >>> fastkl.entropy([[1.0, 0.0], [0.25, 0.75]])
     array([0.        , 0.56233514])
     """
-    return _family(
-        "entropy",
-        (p,),
-        p_form=p_form,
-        q_form=p_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-    )
+    return _family("entropy", (p,), locals())
 
 
 entropy = _doc(entropy)
@@ -527,19 +457,7 @@ def generalized_kl(
     >>> round(float(fastkl.generalized_kl([2.0, 0.0], [1.0, 3.0])), 12)  # 2 log 2 - 2 + 4
     3.38629436112
     """
-    return _family(
-        "generalized_kl",
-        (p, q),
-        p_form=p_form,
-        q_form=q_form,
-        axis=axis,
-        reduction=reduction,
-        base=base,
-        eps=eps,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-    )
+    return _family("generalized_kl", (p, q), locals())
 
 
 # --- closed forms -----------------------------------------------------------------------------
