@@ -107,18 +107,21 @@ def kl_term_fast(p, q):
 def kl_term(p, q):
     """``p * log(p / q)``: one term of KL(P||Q) from two probabilities, exactly.
 
-    0 where p == 0 (unless q is NaN), +inf where p > 0 and q == 0, NaN if p or q is NaN or
-    negative. Where the quotient under- or overflows although p and q are positive and finite
-    (a subnormal q, or measures larger than 1), the logs are taken apart instead.
+    0 where p == 0, +inf where p > 0 and q == 0, NaN if p or q is NaN or negative (also
+    where p == 0: a negative q is not a probability). Where the quotient under- or overflows
+    although p and q are positive and finite (a subnormal q, or measures larger than 1), the
+    logs are taken apart instead.
     """
+    if not (p >= 0.0 and q >= 0.0):
+        return nan  # a negative or NaN probability on either side, even where p == 0
     if p == 0.0:
-        return p if q == q else q  # 0 whatever q is; a NaN q still makes the row NaN
+        return p  # 0 whatever q is
     r = p / q
     if r >= 1e-300 and r < inf:
         return p * log(r)  # the quotient keeps the precision of near-equal p and q
     if p > 0.0 and q > 0.0 and q < inf:
         return p * (log(p) - log(q))  # the quotient under- or overflowed
-    return p * log(r)  # q == 0: +inf; negative or NaN: NaN; q == inf: -inf
+    return p * log(r)  # q == 0: +inf; q == inf: -inf
 
 
 def kl_term_log_fast(p, logp, logq):

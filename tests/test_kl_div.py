@@ -296,6 +296,17 @@ def test_nan_anywhere_gives_nan_row(rng, p_form, q_form):
     assert np.all(np.isfinite(got[2:]))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_negative_probabilities_give_nan(dtype):
+    # also where p == 0 faces a negative q, and where equal negative values would cancel
+    p = np.array([[0.5, 0.5, 0.0], [-0.5, 1.5, 0.0], [0.2, 0.8, 0.0], [0.3, 0.7, 0.0]], dtype)
+    q = np.array([[0.5, 0.6, -0.1], [-0.5, 1.5, 0.0], [-0.2, 1.2, 0.0], [0.3, 0.7, 0.0]], dtype)
+    got = fastkl.kl_div(p, q)
+    assert np.all(np.isnan(got[:3])) and got[3] == 0.0
+    for name in ("js_div", "sym_kl", "cross_entropy", "generalized_kl"):
+        assert np.all(np.isnan(getattr(fastkl, name)(p, q)[:3])), name
+
+
 def test_logits_with_minus_inf_mean_zero_probability():
     zp = np.array([[0.0, -np.inf, 1.0]])
     zq = np.array([[0.5, -np.inf, 1.0]])
