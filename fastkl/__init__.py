@@ -19,6 +19,7 @@ from .api import (
     sym_kl,
     vae_kl,
 )
+from .pairwise import nearest_kl, pairwise_kl
 
 __all__ = [
     "__version__",
@@ -31,6 +32,8 @@ __all__ = [
     "js_distance",
     "js_div",
     "kl_div",
+    "nearest_kl",
+    "pairwise_kl",
     "sym_kl",
     "vae_kl",
 ]

@@ -4,6 +4,12 @@ The roofline of a case is a numba ``prange`` loop that only streams the same inp
 them up, so nothing can be skipped): the time it takes to read the bytes once, the physical
 limit of a streaming computation. Every time is the median of ``repeat`` runs, and ratios are
 taken within one run of this process, so a noisy machine shifts them together.
+
+Pairwise cases (``fastkl.pairwise.pairwise_kl``, every row of P against every row of Q) are
+compute-bound: their yardstick is one BLAS product ``np.dot(P, Q.T)`` of the same shapes,
+and the Python loop of one ``kl_div(P[i], Q[j])`` call per pair that they replace (timed on a
+sample of pairs and extrapolated per pair). They are reported under their own JSON key,
+``"pairwise"``.
 """
 
 from __future__ import annotations
@@ -86,6 +92,27 @@ CASES = [
         "probs",
         one_q_row=True,
         targets={"roofline": 1.25},
+    ),
+]
+
+
+@dataclass
+class PairwiseCase:
+    name: str
+    n: int  # rows of P and of Q
+    k: int
+    dtype: str
+    loop_pairs: int = 2_000  # kl_div calls timed for the per-pair loop figure
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+PAIRWISE_CASES = [
+    PairwiseCase(
+        "pairwise f32 10k x 10k x 64",
+        10_000,
+        64,
+        "float32",
+        targets={"dot": 2.0, "loop": 50.0},
     ),
 ]
 
@@ -263,6 +290,61 @@ def run_case(case: Case, repeat: int, scale: float, peers: bool) -> dict:
     return result
 
 
+def run_pairwise_case(case: PairwiseCase, repeat: int, scale: float) -> dict:
+    from . import kl_div
+    from .pairwise import pairwise_kl
+
+    rng = np.random.default_rng(0)
+    n = max(2, int(case.n * scale))
+    dt = np.dtype(case.dtype)
+    p = rng.standard_exponential((n, case.k), dtype=dt)
+    p /= p.sum(axis=1, keepdims=True)
+    q = rng.standard_exponential((n, case.k), dtype=dt)
+    q /= q.sum(axis=1, keepdims=True)
+
+    # Both allocate their (n, n) result, as a caller would.
+    (t_fast, t_dot), ratio = paired_medians(
+        [lambda: pairwise_kl(p, q), lambda: np.dot(p, q.T)], repeat
+    )
+    pairs = min(case.loop_pairs, n * n)
+    ii, jj = np.divmod(np.arange(pairs), n)
+    rows = [(p[i], q[j]) for i, j in zip(ii, jj, strict=True)]
+
+    def loop() -> object:
+        return [kl_div(a, b) for a, b in rows]
+
+    t_loop_pair = median_seconds(loop, max(1, min(repeat, 3))) / pairs
+    t_loop = t_loop_pair * n * n
+    return {
+        "case": case.name,
+        "n": n,
+        "m": n,
+        "k": case.k,
+        "dtype": case.dtype,
+        "fastkl_s": t_fast,
+        "dot_s": t_dot,
+        "ratio_to_dot": ratio,
+        "loop_pair_s": t_loop_pair,
+        "loop_s": t_loop,
+        "loop_pairs_timed": pairs,
+        "speedup_over_loop": t_loop / t_fast,
+        "pairs_per_s": n * n / t_fast,
+        "targets": case.targets,
+    }
+
+
+def _pairwise_verdicts(r: dict) -> str:
+    notes = []
+    for what, target in r["targets"].items():
+        if what == "dot":
+            ok = r["ratio_to_dot"] <= target
+            notes.append(f"np.dot <= {target:g}x: {'yes' if ok else 'NO'}")
+        elif what == "loop":
+            ok = r["speedup_over_loop"] >= target
+            notes.append(f"kl_div loop >= {target:g}x: {'yes' if ok else 'NO'}")
+    return "; ".join(notes)
+
+
 def _verdicts(r: dict) -> str:
     notes = []
     for what, target in r["targets"].items():
@@ -287,6 +369,7 @@ def main(
     from . import __version__, _config
 
     cases = [c for c in CASES if only is None or only.lower() in c.name.lower()]
+    pairwise_cases = [c for c in PAIRWISE_CASES if only is None or only.lower() in c.name.lower()]
     header = {
         "fastkl": __version__,
         "numba": numba.__version__,
@@ -315,14 +398,35 @@ def main(
             verdict = _verdicts(r)
             if verdict:
                 print(f"{'':34s} targets: {verdict}")
+    pairwise = []
+    for case in pairwise_cases:
+        r = run_pairwise_case(case, repeat, scale)
+        pairwise.append(r)
+        if not as_json:
+            print(
+                f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms "
+                f"({r['pairs_per_s'] / 1e9:5.2f} G pairs/s)  np.dot {r['dot_s'] * 1e3:7.2f} ms  "
+                f"ratio {r['ratio_to_dot']:5.2f}  kl_div loop {r['loop_s']:9.1f} s "
+                f"({r['loop_pair_s'] * 1e6:.1f} us/pair, {r['speedup_over_loop']:,.0f}x)"
+            )
+            verdict = _pairwise_verdicts(r)
+            if verdict:
+                print(f"{'':34s} targets: {verdict}")
     if as_json:
-        print(json.dumps({"header": header, "results": results}))
-    else:
+        print(json.dumps({"header": header, "results": results, "pairwise": pairwise}))
+    elif results:
         print(
             f"(medians of {repeat} runs; {header['threads']} threads, "
             f"{header['threading_layer']} layer; ratio = median over runs of fastkl time / "
             "roofline time, timed in turn; from cache = fastkl's time from L2 on one thread, "
             "spread over the threads (the arithmetic alone) / roofline time: above 1, a case is "
             "compute-bound)"
+        )
+    if pairwise and not as_json:
+        print(
+            f"(pairwise: medians of {repeat} runs; ratio = median over runs of pairwise_kl time "
+            "/ np.dot(P, Q.T) time, timed in turn, both allocating their result; kl_div loop = "
+            "one kl_div(P[i], Q[j]) call per pair, timed on a sample of pairs and extrapolated "
+            "to all)"
         )
     return 0
