@@ -117,6 +117,65 @@ PAIRWISE_CASES = [
 ]
 
 
+@dataclass
+class FamilyCase:
+    """A family function on the data of the kl_div case of the same forms (1,000,000 x 64
+    float32): its yardstick is kl_div on those inputs, timed in turn."""
+
+    function: str
+    form: str  # "probs" or "logits" for both sides ("probs-logits": P probs, Q logits)
+
+    @property
+    def name(self) -> str:
+        return f"{self.function} {self.form} f32 1M x 64"
+
+
+FAMILY_CASES = [
+    FamilyCase("js_div", "probs"),
+    FamilyCase("js_div", "logits"),
+    FamilyCase("sym_kl", "probs"),
+    FamilyCase("cross_entropy", "probs"),
+    FamilyCase("cross_entropy", "probs-logits"),
+    FamilyCase("entropy", "probs"),
+    FamilyCase("entropy", "logits"),
+    FamilyCase("generalized_kl", "probs"),
+]
+
+
+def run_family_case(case: FamilyCase, repeat: int, scale: float) -> dict:
+    import fastkl
+
+    k = 64
+    p_form, q_form = (case.form.split("-") * 2)[:2]
+    p, _, n = _data(Case("", 1_000_000, k, "float32", p_form), scale, seed=1)
+    _, q, _ = _data(Case("", 1_000_000, k, "float32", q_form), scale, seed=2)
+    out = np.empty(n, np.float32)
+    forms = {"p_form": p_form, "q_form": q_form}
+    fn = getattr(fastkl, case.function)
+    if case.function == "entropy":
+        call = lambda: fn(p, p_form=p_form, out=out)  # noqa: E731
+    else:
+        call = lambda: fn(p, q, out=out, **forms)  # noqa: E731
+    roof = np.empty(n, np.float32)
+    flat_p, flat_q = p.reshape(-1), q.reshape(-1)
+    (t, t_kl, t_roof), ratio = paired_medians(
+        [
+            call,
+            lambda: fastkl.kl_div(p, q, out=out, **forms),
+            lambda: _stream_rows(flat_p, k, flat_q, k, k, roof),
+        ],
+        repeat,
+    )
+    return {
+        "case": case.name,
+        "fastkl_s": t,
+        "kl_div_s": t_kl,
+        "roofline_s": t_roof,
+        "ratio_to_kl_div": ratio,
+        "ratio_to_roofline": t / t_roof,
+    }
+
+
 def median_seconds(fn: Callable[[], object], repeat: int, warm: bool = True) -> float:
     """Median wall time of ``repeat`` calls of ``fn`` (after one untimed call if ``warm``)."""
     return paired_medians([fn], repeat, warm)[0][0]
@@ -370,6 +429,7 @@ def main(
 
     cases = [c for c in CASES if only is None or only.lower() in c.name.lower()]
     pairwise_cases = [c for c in PAIRWISE_CASES if only is None or only.lower() in c.name.lower()]
+    family_cases = [c for c in FAMILY_CASES if only is None or only.lower() in c.name.lower()]
     header = {
         "fastkl": __version__,
         "numba": numba.__version__,
@@ -412,8 +472,23 @@ def main(
             verdict = _pairwise_verdicts(r)
             if verdict:
                 print(f"{'':34s} targets: {verdict}")
+    family = []
+    for case in family_cases:
+        r = run_family_case(case, repeat, scale)
+        family.append(r)
+        if not as_json:
+            print(
+                f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms  "
+                f"kl_div {r['kl_div_s'] * 1e3:7.2f} ms  "
+                f"ratio to kl_div {r['ratio_to_kl_div']:5.2f}  "
+                f"to roofline {r['ratio_to_roofline']:5.2f}"
+            )
     if as_json:
-        print(json.dumps({"header": header, "results": results, "pairwise": pairwise}))
+        print(
+            json.dumps(
+                {"header": header, "results": results, "pairwise": pairwise, "family": family}
+            )
+        )
     elif results:
         print(
             f"(medians of {repeat} runs; {header['threads']} threads, "
@@ -428,5 +503,10 @@ def main(
             "/ np.dot(P, Q.T) time, timed in turn, both allocating their result; kl_div loop = "
             "one kl_div(P[i], Q[j]) call per pair, timed on a sample of pairs and extrapolated "
             "to all)"
+        )
+    if family and not as_json:
+        print(
+            f"(family: medians of {repeat} runs; ratio to kl_div = median over runs of the "
+            "function's time / kl_div's on the same inputs and forms, timed in turn)"
         )
     return 0

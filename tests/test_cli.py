@@ -63,6 +63,12 @@ def test_bench_json_smoke(capsys):
     for r in doc["results"]:
         assert r["fastkl_s"] > 0 and r["roofline_s"] > 0 and r["ratio_to_roofline"] > 0
         assert "numpy" in r["peers"]
+    (pair,) = doc["pairwise"]
+    assert pair["fastkl_s"] > 0 and pair["dot_s"] > 0 and pair["speedup_over_loop"] > 0
+    family = {r["case"].split()[0] for r in doc["family"]}
+    assert family == {"js_div", "sym_kl", "cross_entropy", "entropy", "generalized_kl"}
+    for r in doc["family"]:
+        assert r["fastkl_s"] > 0 and r["kl_div_s"] > 0 and r["ratio_to_kl_div"] > 0
 
 
 def test_bench_table_and_bad_scale(capsys):
