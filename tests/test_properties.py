@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from reference import assert_close, kl_ref
+from reference import assert_close, divergence_ref, kl_ref
 
 import fastkl
 
@@ -90,3 +90,40 @@ def test_normalize_is_scale_invariant(pq, scale):
         rtol=1e-12,
         atol=1e-14,
     )
+
+
+# --- the family ------------------------------------------------------------------------------
+
+FAMILY = {
+    "js_div": "js",
+    "sym_kl": "sym_kl",
+    "cross_entropy": "cross_entropy",
+    "generalized_kl": "generalized_kl",
+}
+
+
+@given(distributions(), st.sampled_from(sorted(FAMILY)))
+def test_family_matches_reference(pq, name):
+    p, q = pq
+    tol = {"rtol": 1e-5, "atol": 1e-7} if p.dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-15}
+    got = getattr(fastkl, name)(p, q)
+    assert_close(got, divergence_ref(FAMILY[name], p, q), **tol)
+    h = fastkl.entropy(p)
+    assert_close(h, divergence_ref("entropy", p, p), **tol)
+
+
+@given(distributions())
+def test_family_identities(pq):
+    p, q = (x.astype(np.float64) for x in pq)
+    kl, kl_rev = fastkl.kl_div(p, q), fastkl.kl_div(q, p)
+    js = fastkl.js_div(p, q)
+    # symmetric, bounded by log 2 (times the mass of rows rounded from float32), never
+    # negative; the distance is its root, never NaN
+    assert_close(js, fastkl.js_div(q, p), rtol=1e-12, atol=1e-15)
+    assert np.all((js >= 0) & (js <= np.log(2) * (1 + 1e-6)))
+    assert_close(fastkl.js_distance(p, q), np.sqrt(js), rtol=1e-15)
+    assert_close(fastkl.sym_kl(p, q), kl + kl_rev, rtol=1e-12, atol=1e-15)
+    with np.errstate(invalid="ignore"):  # inf - inf where KL is infinite: skip those rows
+        finite = np.isfinite(kl)
+        ce = fastkl.cross_entropy(p, q)
+        assert_close(ce[finite], (fastkl.entropy(p) + kl)[finite], rtol=1e-10, atol=1e-14)
