@@ -44,11 +44,11 @@ from ._cpu import (
     like,
     log,
     log_core,
+    max_nan,
 )
 from ._math import LOGITS
 
 log_ratio_core = _simd.log_ratio_core
-max_nan = _S.max_nan
 
 #: name -> (exact term, fast term, whether the divergence reads q)
 DIVERGENCES = {
