@@ -683,11 +683,23 @@ def _flat_kernel(k: int):
 _FLAT_KERNELS = tuple(_flat_kernel(k) for k in range(1, FLAT_MAX_K + 1))
 
 
-def kl_kernel(
-    p_form: int, q_form: int, n: int, k: int, ldp: int, ldq: int, normalize: bool, eps: float
-):
-    """The kernel for one call and its leading arguments (the driver adds the rest)."""
-    log_p, log_q = p_form != PROBS, q_form != PROBS
+MODE_FLAT = 0
+MODE_SPLIT = 1
+MODE_PLAIN = 2
+MODE_ROWS = 3
+#: the mode codes of kl_mode, by name
+MODES = {MODE_FLAT: "flat", MODE_SPLIT: "split", MODE_PLAIN: "rows", MODE_ROWS: "rows"}
+
+
+@njit(**_HELPER)
+def kl_mode(p_form, q_form, k, ldp, ldq, normalize, eps):
+    """Which KL kernel scores a call: MODE_FLAT, MODE_SPLIT, MODE_PLAIN or MODE_ROWS.
+
+    One decision for the Python driver (through ``py_func``) and the C API's cfuncs, so both
+    run the same machine code and give the same bits.
+    """
+    log_p = p_form != PROBS
+    log_q = q_form != PROBS
     if (
         not (log_p or log_q)
         and k <= FLAT_MAX_K
@@ -696,15 +708,28 @@ def kl_kernel(
         and not normalize
         and eps == 0.0
     ):
-        return "flat", _FLAT_KERNELS[k - 1]
-    family = KL_KERNELS[(log_p, log_q)]
+        return MODE_FLAT
     if k >= 2 * CHUNK:
         # Long rows always go by (row, chunk) tasks, whatever n: a few rows still use every
         # core, and the mode (hence the exact machine code, hence the bits) depends on k only.
-        return "split", family["_t_kl_rows_split"]
+        return MODE_SPLIT
     if p_form != LOGITS and q_form != LOGITS and not normalize and eps == 0.0:
-        return "rows", family["_t_kl_rows_plain"]
-    return "rows", family["_t_kl_rows"]
+        return MODE_PLAIN
+    return MODE_ROWS
+
+
+def kl_kernel(
+    p_form: int, q_form: int, n: int, k: int, ldp: int, ldq: int, normalize: bool, eps: float
+):
+    """The kernel for one call and its leading arguments (the driver adds the rest)."""
+    mode = kl_mode.py_func(p_form, q_form, k, ldp, ldq, normalize, eps)
+    if mode == MODE_FLAT:
+        return "flat", _FLAT_KERNELS[k - 1]
+    family = KL_KERNELS[(p_form != PROBS, q_form != PROBS)]
+    kernel = {MODE_SPLIT: "_t_kl_rows_split", MODE_PLAIN: "_t_kl_rows_plain"}.get(
+        mode, "_t_kl_rows"
+    )
+    return MODES[mode], family[kernel]
 
 
 # --- validation --------------------------------------------------------------------------
