@@ -51,24 +51,26 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _kernel_sources() -> list[str]:
-    """The modules whose code can end up in a cached kernel: the private modules (scalar terms,
-    math, kernels, the driver) and every module that uses numba itself. Editing the pure
-    Python glue (api, cli) keeps the cache."""
-    paths = []
-    for path in sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))):
-        with open(path, "rb") as f:
-            text = f.read()
-        if os.path.basename(path).startswith("_") or b"numba" in text:
-            paths.append(path)
-    return paths
+    """The modules whose code can end up in any cached kernel: the private modules (scalar
+    terms, math, kernels, the driver). A public module that compiles kernels of its own
+    (pairwise, bench) adds its own source to its kernels' stamp; editing the pure Python glue
+    (api, cli) keeps the cache."""
+    return sorted(glob.glob(os.path.join(_PACKAGE_DIR, "_*.py")))
 
 
-def _source_fingerprint() -> str:
+def _capi_sources() -> list[str]:
+    """What the C API's cfuncs compile: their module and the declarations (the status codes
+    are compiled in). The library builder is not among them."""
+    capi = os.path.join(_PACKAGE_DIR, "capi")
+    return [os.path.join(capi, name) for name in ("_cfuncs.py", "_decl.py", "fastkl.cdef")]
+
+
+def _source_fingerprint(paths: list[str] | None = None) -> str:
     """A hash of the kernel sources: code from several files is inlined into each kernel
     (_math, _simd, _cpu), so a change to any of them must invalidate every kernel."""
     digest = hashlib.sha256(numba.__version__.encode())
-    for path in _kernel_sources():
-        digest.update(os.path.basename(path).encode())
+    for path in _kernel_sources() if paths is None else paths:
+        digest.update(os.path.relpath(path, _PACKAGE_DIR).encode())
         with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -99,13 +101,22 @@ def _cache_dir_candidates() -> list[str]:
 
 
 class _FastklCacheLocator(_caching._CacheLocator):
-    """Cache locator for kernels defined in fastkl's own modules (see the module docstring)."""
+    """Cache locator for kernels defined in fastkl's own modules (see the module docstring).
+
+    The C API's cfuncs (``fastkl/capi``) link the kernels, so they live in a subdirectory keyed
+    by their own sources as well: editing them leaves the kernels' cache alone.
+    """
 
     _cache_path: str | None = None
     _fingerprint: str | None = None
+    _capi_fingerprint: str | None = None
 
-    def __init__(self, py_func: Any, py_file: str) -> None:
+    def __init__(self, py_func: Any, py_file: str, capi: bool = False) -> None:
+        self._py_file = py_file  # numba's warnings name it
         self._lineno = py_func.__code__.co_firstlineno
+        self._capi = capi
+        public = not (capi or os.path.basename(py_file).startswith("_"))
+        self._own = _source_fingerprint([os.path.abspath(py_file)]) if public else ""
 
     @classmethod
     def _resolve(cls) -> str | None:
@@ -118,25 +129,39 @@ class _FastklCacheLocator(_caching._CacheLocator):
                     break
         return cls._cache_path
 
+    @classmethod
+    def _resolve_capi(cls) -> str | None:
+        base = cls._resolve()
+        if base is None:
+            return None
+        if cls._capi_fingerprint is None:
+            cls._capi_fingerprint = _source_fingerprint(_capi_sources())
+        path = os.path.join(base, f"capi-{cls._capi_fingerprint}")
+        return path if _writable_dir(path) else None
+
     def ensure_cache_path(self) -> None:
         pass  # _resolve only returns a directory it could write to
 
     def get_cache_path(self) -> str:
-        return self._resolve() or ""
+        return (self._resolve_capi() if self._capi else self._resolve()) or ""
 
     def get_source_stamp(self) -> str | None:
-        return self._fingerprint
+        if self._capi:
+            return f"{self._fingerprint}-{self._capi_fingerprint}"
+        return f"{self._fingerprint}-{self._own}" if self._own else self._fingerprint
 
     def get_disambiguator(self) -> str:
         return str(self._lineno)
 
     @classmethod
     def from_function(cls, py_func: Any, py_file: str) -> _FastklCacheLocator | None:
-        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+        folder = os.path.dirname(os.path.abspath(py_file))
+        capi = folder == os.path.join(_PACKAGE_DIR, "capi")
+        if folder != _PACKAGE_DIR and not capi:
             return None
-        if cls._resolve() is None:
+        if (cls._resolve_capi() if capi else cls._resolve()) is None:
             return None  # nowhere writable: numba's own locators get their turn, then no cache
-        return cls(py_func, py_file)
+        return cls(py_func, py_file, capi)
 
 
 def _install_cache_locator() -> None:
@@ -150,9 +175,10 @@ def _install_cache_locator() -> None:
         numba.config.CACHE_DIR = _cache_dir_candidates()[-1]
 
 
-def cache_dir() -> str | None:
-    """The directory that holds fastkl's compiled kernels (None: caching is off)."""
-    return _FastklCacheLocator._resolve()
+def cache_dir(capi: bool = False) -> str | None:
+    """The directory that holds fastkl's compiled kernels, or with ``capi`` the C API's
+    cfuncs (None: caching is off)."""
+    return _FastklCacheLocator._resolve_capi() if capi else _FastklCacheLocator._resolve()
 
 
 # --- threading layer -------------------------------------------------------------------------

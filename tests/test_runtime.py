@@ -108,9 +108,7 @@ def test_read_only_install_still_imports_and_runs(tmp_path):
             path.chmod(0o755)
 
 
-@pytest.mark.parametrize(
-    "module", ["_math.py", "_simd.py", "_cpu.py", "_cpu_family.py", "bench.py", "compat.py"]
-)
+@pytest.mark.parametrize("module", ["_math.py", "_simd.py", "_cpu.py", "_cpu_family.py"])
 def test_cache_key_covers_inlined_modules(monkeypatch, tmp_path, module):
     # numba alone keys a kernel on its own file; ours hashes every module whose code a kernel
     # inlines (the scalar terms, log and exp), so editing one never leaves a stale kernel.
@@ -123,9 +121,30 @@ def test_cache_key_covers_inlined_modules(monkeypatch, tmp_path, module):
     assert _config._source_fingerprint() != before
     # the pure Python glue does not key the kernels
     after = _config._source_fingerprint()
-    api = copy / "api.py"
-    api.write_text(api.read_text() + "\n# changed\n")
+    for glue in ("api.py", "cli.py", "capi/_build.py"):
+        (copy / glue).write_text((copy / glue).read_text() + "\n# changed\n")
     assert _config._source_fingerprint() == after
+
+
+@pytest.mark.parametrize("module", ["bench.py", "pairwise.py", "capi/_cfuncs.py"])
+def test_cache_key_of_modules_with_their_own_kernels(monkeypatch, tmp_path, module):
+    # A public module's kernels (and the C API's cfuncs) are keyed on their own source too,
+    # while editing it leaves every other kernel's cache alone.
+    copy = tmp_path / "fastkl"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(_config, "_PACKAGE_DIR", str(copy))
+    path = copy / module
+
+    def stamps():
+        if module.startswith("capi/"):
+            own = _config._source_fingerprint(_config._capi_sources())
+        else:
+            own = _config._FastklCacheLocator(test_kernels_release_the_gil, str(path))._own
+        return _config._source_fingerprint(), own
+
+    core, own = stamps()
+    path.write_text(path.read_text() + "\n# changed\n")
+    assert stamps() == (core, stamps()[1]) and stamps()[1] != own
 
 
 def test_kernels_release_the_gil(rng):
