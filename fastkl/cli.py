@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -109,7 +110,25 @@ def bench(args: argparse.Namespace) -> int:
         peers=not args.no_peers,
         as_json=args.json,
         only=args.case,
+        capi=args.capi,
     )
+
+
+def build_capi(args: argparse.Namespace) -> int:
+    from . import capi
+
+    paths = capi.build(args.outdir, header_only=args.header_only, verbose=args.verbose)
+    for what in ("library", "header", "pkgconfig"):
+        if what in paths:
+            print(f"{what}: {paths[what]}")
+    if "library" in paths:
+        prefix = os.path.abspath(args.outdir)
+        print(
+            f"compile a program with: cc prog.c -I{prefix}/include -L{prefix}/lib "
+            f"-Wl,-rpath,{prefix}/lib -lfastkl   (or: pkg-config --cflags --libs fastkl, with "
+            f"PKG_CONFIG_PATH={prefix}/lib/pkgconfig)"
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--case", default=None, help="only cases whose name contains this")
     p_bench.add_argument("--no-peers", action="store_true", help="skip numpy, scipy and torch")
     p_bench.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p_bench.add_argument(
+        "--capi",
+        action="store_true",
+        help="also build libfastkl in a temp dir and time it against the Python API",
+    )
     p_bench.set_defaults(func=bench)
+
+    p_capi = sub.add_parser(
+        "build-capi",
+        help="build the C library: DIR/lib/libfastkl.so, DIR/include/fastkl.h, DIR/lib/pkgconfig",
+    )
+    p_capi.add_argument("--outdir", required=True, help="install prefix DIR (created if needed)")
+    p_capi.add_argument(
+        "--header-only", action="store_true", help="write only DIR/include/fastkl.h"
+    )
+    p_capi.add_argument("--verbose", action="store_true", help="show the compiler's commands")
+    p_capi.set_defaults(func=build_capi)
     return parser
 
 
@@ -155,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastkl: interrupted", file=sys.stderr)
         return 130
-    except (MemoryError, OSError, ValueError, TypeError) as exc:
+    except (MemoryError, OSError, ValueError, TypeError, RuntimeError) as exc:
         print(f"fastkl {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,308 @@
+"""Build ``libfastkl``: cffi's embedding support around the numba cfuncs.
+
+The library is a small C layer. Each exported function checks that the runtime started (one
+atomic load), sets the calling thread's numba thread count if it changed, and calls the numba
+cfunc through a function pointer: no Python, no GIL. The first call (or ``fastkl_init``) runs
+``_fastkl_boot``, an ``extern "Python"`` function: cffi starts the embedded interpreter once,
+under its own lock, and the boot (``_runtime.boot``) loads the cfuncs and stores their
+addresses in the C table.
+
+The library starts the interpreter itself, configured as the python that built it (its
+executable path is baked in), so the interpreter finds that environment (a venv's
+``pyvenv.cfg``, its site-packages, its editable installs) exactly as that python would: a C
+program needs nothing set but the library path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+
+from .. import __version__
+from . import _cfuncs, _decl
+
+MODULE = "_fastkl_capi"
+
+# The C layer around the cfunc table. Names with a double underscore are static.
+_PRELUDE = """\
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "fastkl.h"
+
+static int _fastkl_boot(void);  /* extern "Python": cffi starts the interpreter first */
+
+static int fastkl__ready;             /* 1 once the table below is set (release/acquire) */
+static int fastkl__serialize;         /* 1 under a threading layer unsafe for concurrent callers */
+static int fastkl__max_threads;       /* numba's thread count at start-up */
+static int fastkl__threads;           /* fastkl_set_num_threads's count; 0: all */
+static __thread int fastkl__applied;  /* the count this thread last gave numba; 0: none yet */
+static pthread_mutex_t fastkl__lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fastkl__start_lock = PTHREAD_MUTEX_INITIALIZER;
+static int (*fastkl__set_threads)(int);
+"""
+
+_RUNTIME = """\
+/* Start the interpreter as the python that built the library starts: its venv, its packages.
+   Left to cffi, libpython would search PATH for "python3" and take that one's prefix. */
+static int fastkl__start_python(void)
+{
+    int status = FASTKL_OK;
+    pthread_mutex_lock(&fastkl__start_lock);
+    if (!Py_IsInitialized()) {
+        PyConfig config;
+        PyStatus st;
+        PyConfig_InitPythonConfig(&config);
+        config.install_signal_handlers = 0; /* the program's signals stay its own */
+        st = PyConfig_SetBytesString(&config, &config.executable, FASTKL__PYTHON);
+        if (!PyStatus_Exception(st))
+            st = PyConfig_SetBytesString(&config, &config.program_name, FASTKL__PYTHON);
+        if (!PyStatus_Exception(st))
+            st = Py_InitializeFromConfig(&config);
+        PyConfig_Clear(&config);
+        if (PyStatus_Exception(st)) {
+            fprintf(stderr, "fastkl: could not start Python as %s: %s\\n", FASTKL__PYTHON,
+                    st.err_msg != NULL ? st.err_msg : "exit requested");
+            status = FASTKL_ERR_INIT;
+        } else {
+            PyEval_SaveThread(); /* cffi and the boot take the GIL when they need it */
+        }
+    }
+    pthread_mutex_unlock(&fastkl__start_lock);
+    return status;
+}
+
+static void _fastkl_set_runtime(int max_threads, int serialize)
+{
+    fastkl__max_threads = max_threads;
+    fastkl__serialize = serialize;
+    __atomic_store_n(&fastkl__ready, 1, __ATOMIC_RELEASE);
+}
+
+CFFI_DLLEXPORT int fastkl_init(void)
+{
+    int status;
+    if (__atomic_load_n(&fastkl__ready, __ATOMIC_ACQUIRE))
+        return FASTKL_OK;
+    status = fastkl__start_python();
+    if (status != FASTKL_OK)
+        return status;
+    status = _fastkl_boot();
+    /* A boot that never ran (the init code failed: cffi returns 0) did not set the table. */
+    if (status == FASTKL_OK && !__atomic_load_n(&fastkl__ready, __ATOMIC_ACQUIRE))
+        status = FASTKL_ERR_INIT;
+    return status;
+}
+
+static int fastkl__enter(void)
+{
+    int want;
+    if (!__atomic_load_n(&fastkl__ready, __ATOMIC_ACQUIRE)) {
+        int status = fastkl_init();
+        if (status != FASTKL_OK)
+            return status;
+    }
+    /* numba's thread count is per thread: give it to each thread that calls, once per change */
+    want = __atomic_load_n(&fastkl__threads, __ATOMIC_RELAXED);
+    if (want == 0)
+        want = fastkl__max_threads;
+    if (want != fastkl__applied) {
+        fastkl__set_threads(want);
+        fastkl__applied = want;
+    }
+    if (fastkl__serialize)
+        pthread_mutex_lock(&fastkl__lock);
+    return FASTKL_OK;
+}
+
+static void fastkl__leave(void)
+{
+    if (fastkl__serialize)
+        pthread_mutex_unlock(&fastkl__lock);
+}
+
+CFFI_DLLEXPORT int fastkl_set_num_threads(int n)
+{
+    int status = fastkl_init();
+    if (status != FASTKL_OK)
+        return status;
+    if (n < 0 || n > fastkl__max_threads)
+        return FASTKL_ERR_THREADS;
+    __atomic_store_n(&fastkl__threads, n, __ATOMIC_RELAXED);
+    return FASTKL_OK;
+}
+"""
+
+# What the library's Python side may call (besides the extern "Python" boot).
+_CDEF = """\
+extern "Python" int _fastkl_boot(void);
+static void _fastkl_set_entry(int index, uintptr_t address);
+static void _fastkl_set_runtime(int max_threads, int serialize);
+"""
+
+# Runs inside the embedded interpreter when it starts; {settings} is baked in by the build.
+_INIT_CODE = """\
+import importlib.util
+import sys
+
+from {module} import ffi, lib
+
+BUILD = {settings!r}
+
+# fastkl run from a source tree that was never installed
+if importlib.util.find_spec("fastkl") is None:
+    sys.path.append(BUILD["package_parent"])
+
+
+@ffi.def_extern(error=BUILD["err_init"])
+def _fastkl_boot():
+    from fastkl.capi import _runtime
+
+    return _runtime.boot(lib, BUILD["version"])
+"""
+
+
+def _typedef(function: _decl.Function) -> str:
+    return f"typedef {function.prototype(f'(*fastkl__{function.name[7:]}_fn)')};"
+
+
+def c_source() -> str:
+    """The library's C source (it includes ``fastkl.h``, so the compiler checks every exported
+    definition against the header's declaration)."""
+    table = _decl.DIVERGENCE_FUNCTIONS
+    parts = [f"#define FASTKL__PYTHON {_c_string(sys.executable)}", _PRELUDE]
+    parts += [_typedef(f) for f in table]
+    parts += [f"static fastkl__{f.name[7:]}_fn fastkl__{f.name[7:]};" for f in table]
+    cases = [
+        f"    case {i}: fastkl__{f.name[7:]} = (fastkl__{f.name[7:]}_fn)address; break;"
+        for i, f in enumerate(table)
+    ]
+    cases.append(f"    case {len(table)}: fastkl__set_threads = (int (*)(int))address; break;")
+    parts.append(
+        "\nstatic void _fastkl_set_entry(int index, uintptr_t address)\n{\n"
+        "    switch (index) {\n" + "\n".join(cases) + "\n    }\n}\n"
+    )
+    parts.append(_RUNTIME)
+    for f in table:
+        args = ", ".join(p.name for p in f.params)
+        parts.append(
+            f"CFFI_DLLEXPORT {f.prototype()}\n{{\n"
+            "    int status = fastkl__enter();\n"
+            "    if (status != FASTKL_OK)\n"
+            "        return status;\n"
+            f"    status = fastkl__{f.name[7:]}({args});\n"
+            "    fastkl__leave();\n"
+            "    return status;\n}\n"
+        )
+    messages = "\n".join(
+        f"    case {name}: return {_c_string(message)};"
+        for name, (_, message) in _decl.STATUS.items()
+    )
+    parts.append(
+        "CFFI_DLLEXPORT const char *fastkl_strerror(int status)\n{\n"
+        f"    switch (status) {{\n{messages}\n"
+        '    default: return "unknown fastkl status code";\n    }\n}\n'
+    )
+    parts.append(
+        "CFFI_DLLEXPORT const char *fastkl_version(void)\n{\n"
+        f"    return {_c_string(__version__)};\n}}\n"
+    )
+    return "\n".join(parts)
+
+
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _settings() -> dict[str, object]:
+    import fastkl
+
+    return {
+        "package_parent": os.path.dirname(os.path.dirname(os.path.abspath(fastkl.__file__))),
+        "version": __version__,
+        "err_init": _decl.ERR_INIT,
+    }
+
+
+def _libpython_dir() -> str:
+    """The directory of the shared libpython the library links, or a RuntimeError."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    name = sysconfig.get_config_var("LDLIBRARY") or ""
+    if not (
+        sysconfig.get_config_var("Py_ENABLE_SHARED") and os.path.exists(os.path.join(libdir, name))
+    ):
+        raise RuntimeError(
+            "build-capi needs a Python built with a shared libpython (--enable-shared); "
+            f"{sys.executable} has none"
+        )
+    return libdir
+
+
+def _pkgconfig(prefix: str) -> str:
+    return (
+        f"prefix={prefix}\n"
+        "libdir=${prefix}/lib\n"
+        "includedir=${prefix}/include\n"
+        "\n"
+        "Name: fastkl\n"
+        "Description: Row-wise KL divergence and its family (numba kernels behind a C API)\n"
+        f"Version: {__version__}\n"
+        "Libs: -L${libdir} -Wl,-rpath,${libdir} -lfastkl\n"
+        "Cflags: -I${includedir}\n"
+    )
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> dict[str, str]:
+    prefix = os.path.abspath(outdir)
+    paths = {"header": os.path.join(prefix, "include", "fastkl.h")}
+    _write(paths["header"], _decl.header())
+    if header_only:
+        return paths
+
+    import cffi
+
+    libdir = _libpython_dir()
+    # Compile (or load) the cfuncs now, so a program's first call only loads them.
+    _cfuncs.load()
+    ffibuilder = cffi.FFI()
+    ffibuilder.cdef(_CDEF)
+    with tempfile.TemporaryDirectory(prefix="fastkl-capi-") as tmp:
+        _write(os.path.join(tmp, "include", "fastkl.h"), _decl.header())
+        ffibuilder.set_source(
+            MODULE,
+            c_source(),
+            include_dirs=[os.path.join(tmp, "include")],
+            extra_compile_args=["-fvisibility=hidden", "-pthread"],
+            extra_link_args=[
+                "-pthread",
+                f"-Wl,-rpath,{libdir}",  # libpython, for programs that know only our path
+                "-Wl,-soname,libfastkl.so",
+            ],
+        )
+        ffibuilder.embedding_init_code(_INIT_CODE.format(module=MODULE, settings=_settings()))
+        try:
+            built = ffibuilder.compile(tmpdir=tmp, target="libfastkl.so", verbose=verbose)
+        except Exception as exc:  # distutils' CompileError, cffi's VerificationError
+            raise RuntimeError(
+                f"compiling libfastkl failed (is a C compiler installed?): {exc}"
+            ) from None
+        paths["library"] = os.path.join(prefix, "lib", "libfastkl.so")
+        os.makedirs(os.path.dirname(paths["library"]), exist_ok=True)
+        staged = f"{paths['library']}.tmp{os.getpid()}"
+        shutil.copyfile(built, staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, paths["library"])  # a program running the old one keeps its copy
+    paths["pkgconfig"] = os.path.join(prefix, "lib", "pkgconfig", "fastkl.pc")
+    _write(paths["pkgconfig"], _pkgconfig(prefix))
+    return paths

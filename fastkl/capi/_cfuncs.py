@@ -1,0 +1,403 @@
+"""The numba cfuncs behind the C API: argument checks, then the Python API's own kernels.
+
+Each exported divergence is one cfunc with the C signature of ``fastkl.cdef``. It checks its
+arguments (returning a status, before any memory is read), views the pointers as the 1-D
+buffers with row strides that every CPU kernel takes, and calls the kernel the Python driver
+would pick for the same call, with the same argument types, so the two give the same bits.
+
+Compiling
+---------
+A cfunc links the machine code of the kernels it calls. Linking a kernel that this process
+compiled itself re-optimizes the kernel's whole IR (as long as compiling it in the first
+place); linking one loaded from numba's cache is cheap. So the cfuncs are compiled in a child
+process, after the kernels were compiled and cached in ``SHARDS`` processes of their own, and
+every other process loads the cfuncs from the cache (``load``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import numba
+import numpy as np
+from numba import carray, njit, types
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+
+from .. import _config, _cpu, _cpu_family
+from .._config import JIT_OPTIONS, specialize
+from .._math import PROBS
+from . import _decl
+from ._decl import ERR_FORM, ERR_K, ERR_N, ERR_NULL, ERR_OVERFLOW, ERR_STRIDE, OK
+
+_HELPER = dict(JIT_OPTIONS, inline="always")
+_CFUNC = dict(JIT_OPTIONS, cache=True)
+
+INT64_MAX = np.iinfo(np.int64).max
+MAX_FORM = max(_decl.FORM_CODES.values())
+
+#: the C type names of fastkl.cdef -> numba types
+_C_TYPES = {
+    "const float *": types.CPointer(types.float32),
+    "const double *": types.CPointer(types.float64),
+    "float *": types.CPointer(types.float32),
+    "double *": types.CPointer(types.float64),
+    "int64_t": types.int64,
+    "int": types.int32,
+}
+
+# --- checks --------------------------------------------------------------------------------
+
+
+@intrinsic
+def _is_null(typingctx, ptr):
+    """Whether a typed pointer is NULL (numba has no comparison of pointers)."""
+    if not isinstance(ptr, types.CPointer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.icmp_unsigned("==", args[0], args[0].type(None))
+
+    return types.boolean(ptr), codegen
+
+
+@intrinsic
+def _readonly(typingctx, arr):
+    """The same array typed read-only: the Python driver hands the kernels read-only views of
+    the inputs, so this makes the cfuncs link the very kernels the Python API compiles."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return impl_ret_borrowed(context, builder, signature.return_type, args[0])
+
+    return arr.copy(readonly=True)(arr), codegen
+
+
+@njit(**_HELPER)
+def _span(n, k, ld, itemsize):
+    """Elements spanned by n >= 1 rows of k at stride ld, or -1 if their bytes overflow int64."""
+    limit = INT64_MAX // itemsize
+    if k > limit or (n > 1 and ld > (limit - k) // (n - 1)):
+        return -1
+    return (n - 1) * ld + k
+
+
+@njit(**_HELPER)
+def _check(n, k, ldp, ldq, p_form, q_form, itemsize):
+    """The status of a call's sizes, strides and forms (the pointers are checked after)."""
+    if n < 0:
+        return ERR_N
+    if k < 1:
+        return ERR_K
+    if p_form < PROBS or p_form > MAX_FORM or q_form < PROBS or q_form > MAX_FORM:
+        return ERR_FORM
+    if ldp < k or (ldq != 0 and ldq < k):
+        return ERR_STRIDE
+    if n > 0 and (_span(n, k, ldp, itemsize) < 0 or _span(n, k, ldq, itemsize) < 0):
+        return ERR_OVERFLOW
+    return OK
+
+
+# --- which kernel: the Python driver's choice, made in nopython code ----------------------------
+
+K = 1
+FLAT = None
+NEXT = None
+
+
+def _t_flat_from(p, q, k, out):
+    """The flat kernel compiled for this k (each flat kernel is specialized on its k)."""
+    if k == K:
+        FLAT(p, q, k, 1.0, out)
+    else:
+        NEXT(p, q, k, out)
+
+
+@njit(**_HELPER)
+def _flat_none(p, q, k, out):
+    pass  # k > FLAT_MAX_K never reaches the flat mode
+
+
+def _flat_chain():
+    chain = _flat_none
+    for k in range(_cpu.FLAT_MAX_K, 0, -1):
+        bindings = {"K": k, "FLAT": _cpu._FLAT_KERNELS[k - 1], "NEXT": chain}
+        chain = njit(**_HELPER)(specialize(_t_flat_from, f"flat_from_{k}_capi", bindings))
+    return chain
+
+
+SPLIT = PLAIN = ROWS = None
+
+
+def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
+    """KL for one form pair: the mode of ``_cpu.kl_mode`` with the Python API's defaults."""
+    # np.bool_: a literal False would type as Literal[bool] and compile other kernels than
+    # the Python driver's (bool, float64) ones.
+    normalize = np.bool_(False)
+    mode = _cpu.kl_mode(p_form, q_form, k, ldp, ldq, normalize, 0.0)
+    if mode == _cpu.MODE_FLAT:
+        FLAT(p, q, k, out)
+    elif mode == _cpu.MODE_SPLIT:
+        SPLIT(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
+    elif mode == _cpu.MODE_PLAIN:
+        PLAIN(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
+    else:
+        ROWS(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
+
+
+KERNEL = None
+
+
+def _t_family_pair(p, ldp, q, ldq, k, p_form, q_form, out):
+    post = np.int64(_cpu_family.POST_NONE)  # typed as the driver's: not a literal
+    KERNEL(p, ldp, q, ldq, k, p_form, q_form, np.bool_(False), 0.0, 1.0, post, out)
+
+
+PP = PL = LP = LL = None
+
+
+def _t_pairs(p, ldp, q, ldq, k, p_form, q_form, out):
+    if p_form == PROBS:
+        if q_form == PROBS:
+            PP(p, ldp, q, ldq, k, p_form, q_form, out)
+        else:
+            PL(p, ldp, q, ldq, k, p_form, q_form, out)
+    elif q_form == PROBS:
+        LP(p, ldp, q, ldq, k, p_form, q_form, out)
+    else:
+        LL(p, ldp, q, ldq, k, p_form, q_form, out)
+
+
+_PAIRS = ((False, False), (False, True), (True, False), (True, True))
+
+#: C name stem -> the Python API's family name (None: kl_div's own kernels)
+DIVERGENCES = {
+    "kl_div": None,
+    "js_div": "js",
+    "sym_kl": "sym_kl",
+    "cross_entropy": "cross_entropy",
+    "entropy": "entropy",
+}
+
+
+def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
+    """(log_p, log_q) -> the kernels that score that pair, by their role in the runners."""
+    name = DIVERGENCES[stem]
+    if name is None:
+        flat = _flat_chain()
+        return {
+            pair: {
+                "FLAT": flat if pair == (False, False) else _flat_none,
+                "SPLIT": _cpu.KL_KERNELS[pair]["_t_kl_rows_split"],
+                "PLAIN": _cpu.KL_KERNELS[pair]["_t_kl_rows_plain"],
+                "ROWS": _cpu.KL_KERNELS[pair]["_t_kl_rows"],
+            }
+            for pair in _PAIRS
+        }
+    return {pair: {"KERNEL": _cpu_family.family_kernel(name, *pair)} for pair in _PAIRS}
+
+
+def _rows_runner(stem: str):
+    """The nopython dispatch of divergence ``stem`` over the form pair and the mode."""
+    template = _t_family_pair if DIVERGENCES[stem] is not None else _t_kl_pair
+    bindings = {}
+    for (log_p, log_q), kernels in _pair_kernels(stem).items():
+        tag = f"{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
+        runner = specialize(template, f"{stem}_{tag}_capi", kernels)
+        bindings[tag.upper()] = njit(**_HELPER)(runner)
+    return njit(**_HELPER)(specialize(_t_pairs, f"{stem}_pairs_capi", bindings))
+
+
+# --- the cfuncs -------------------------------------------------------------------------------
+
+ITEMSIZE = 8
+RUN = None
+
+
+def _t_cfunc_pq(p, q, n, k, ldp, ldq, p_form, q_form, out):
+    status = _check(n, k, ldp, ldq, p_form, q_form, ITEMSIZE)
+    if status != OK or n == 0:
+        return status
+    if _is_null(p) or _is_null(q) or _is_null(out):
+        return ERR_NULL
+    # The kernels' argument types are the Python driver's (int64 forms), so both link the
+    # same compiled kernels.
+    RUN(
+        _readonly(carray(p, _span(n, k, ldp, ITEMSIZE))),
+        ldp,
+        _readonly(carray(q, _span(n, k, ldq, ITEMSIZE))),
+        ldq,
+        k,
+        np.int64(p_form),
+        np.int64(q_form),
+        carray(out, n),
+    )
+    return OK
+
+
+def _t_cfunc_p(p, n, k, ldp, p_form, out):
+    status = _check(n, k, ldp, ldp, p_form, p_form, ITEMSIZE)
+    if status != OK or n == 0:
+        return status
+    if _is_null(p) or _is_null(out):
+        return ERR_NULL
+    rows = _readonly(carray(p, _span(n, k, ldp, ITEMSIZE)))
+    form = np.int64(p_form)
+    RUN(rows, ldp, rows, ldp, k, form, form, carray(out, n))  # entropy reads p only
+    return OK
+
+
+@njit(**_HELPER)
+def _set_threads(n):
+    numba.set_num_threads(n)
+    return OK
+
+
+def _t_set_threads(n):
+    """Give numba's thread count for the calling thread (the C side checked the range)."""
+    return _set_threads(n)
+
+
+#: the set-threads cfunc's name (internal: the library calls it; it is not in the header)
+SET_THREADS = "_fastkl_set_threads"
+
+
+def signature(function: _decl.Function) -> Any:
+    """The numba signature of a C declaration."""
+    return _C_TYPES[function.restype](*(_C_TYPES[p.ctype] for p in function.params))
+
+
+def _pyfunc(function: _decl.Function):
+    """The Python function compiled as the cfunc of a declared divergence."""
+    stem, dtype = function.name[len("fastkl_") : -4], function.name[-3:]
+    has_q = any(p.name == "q" for p in function.params)
+    bindings = {"RUN": _rows_runner(stem), "ITEMSIZE": 4 if dtype == "f32" else 8}
+    template = _t_cfunc_pq if has_q else _t_cfunc_p
+    return specialize(template, f"{function.name}_cfunc", bindings)
+
+
+def _specs() -> dict[str, tuple[Any, Any]]:
+    """name -> (python function, numba signature) of the cached cfuncs."""
+    return {f.name: (_pyfunc(f), signature(f)) for f in _decl.FUNCTIONS if f.is_divergence}
+
+
+def _set_threads_cfunc():
+    # Not cached: numba.set_num_threads calls the threading layer through a pointer known only
+    # at run time. It is small; compiling it takes a fraction of a second.
+    return numba.cfunc(types.int32(types.int32), **JIT_OPTIONS)(_t_set_threads)
+
+
+# --- kernel warm-up, compile, load ------------------------------------------------------------
+
+SHARDS = 2  # processes that compile the kernels side by side (CI machines have 2 cores)
+
+
+def kernel_targets() -> list[tuple[Any, tuple[Any, ...]]]:
+    """Every (kernel, argument types) the cfuncs link: the Python driver's own signatures
+    (read-only inputs, int64 forms), so the Python API and the C API share compiled kernels."""
+    targets = []
+    for dtype in (types.float32, types.float64):
+        arr = types.Array(dtype, 1, "C")
+        src = types.Array(dtype, 1, "C", readonly=True)
+        i64, f64 = types.int64, types.float64
+        rows = (src, i64, src, i64, i64, i64, i64, types.boolean, f64, f64)
+        for stem, name in DIVERGENCES.items():
+            for kernels in _pair_kernels(stem).values():
+                for role, kernel in kernels.items():
+                    if role == "FLAT":
+                        continue
+                    extra = (i64, arr) if name is not None else (arr,)  # the family's post
+                    targets.append((kernel, rows + extra))
+        targets += [(flat, (src, src, i64, f64, arr)) for flat in _cpu._FLAT_KERNELS]
+    return targets
+
+
+def _python() -> str:
+    return os.environ.get("FASTKL_PYTHON") or sys.executable
+
+
+def _ready_marker() -> str | None:
+    cache = _config.cache_dir(capi=True)
+    return None if cache is None else os.path.join(cache, "capi.ready")
+
+
+def compile_all() -> None:
+    """Compile and cache the kernels (in SHARDS child processes), then the cfuncs (here)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    children = [
+        subprocess.Popen(
+            [_python(), "-m", "fastkl.capi._cfuncs", "warm", str(i), str(SHARDS)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(SHARDS)
+    ]
+    errors = [child.communicate()[1] for child in children]
+    for child, err in zip(children, errors, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"compiling fastkl's kernels failed:\n{err[-4000:]}")
+    _config.ensure_threads()
+    for pyfunc, sig in _specs().values():
+        numba.cfunc(sig, **_CFUNC)(pyfunc)
+    marker = _ready_marker()
+    if marker is not None:
+        with open(marker, "w") as f:
+            f.write("the C API's cfuncs are in this cache\n")
+
+
+def warm(shard: int, shards: int) -> None:
+    """Compile (or load) this shard's kernels: each kernel's signatures stay in one process,
+    so no two processes write the same cache index."""
+    by_kernel: dict[int, list[Any]] = {}
+    for kernel, args in kernel_targets():
+        by_kernel.setdefault(id(kernel), [kernel]).append(args)
+    for i, (kernel, *signatures) in enumerate(by_kernel.values()):
+        if i % shards == shard:
+            for args in signatures:
+                kernel.compile(args)
+
+
+_lock = threading.Lock()
+_loaded: dict[str, Any] | None = None
+
+
+def load() -> dict[str, Any]:
+    """Every cfunc by name, compiled once per machine (in a child process) and then loaded
+    from numba's cache."""
+    global _loaded
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        if numba.config.DISABLE_JIT:
+            raise RuntimeError("fastkl's C API needs numba's JIT: unset NUMBA_DISABLE_JIT")
+        marker = _ready_marker()
+        if marker is not None and not os.path.exists(marker):
+            result = subprocess.run(
+                [_python(), "-m", "fastkl.capi._cfuncs", "compile"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling fastkl's C API failed:\n{result.stderr[-4000:]}")
+        # A cached cfunc that calls parallel code needs the thread pool's symbols first.
+        _config.ensure_threads()
+        _loaded = {
+            name: numba.cfunc(sig, **_CFUNC)(pyfunc) for name, (pyfunc, sig) in _specs().items()
+        }
+        _loaded[SET_THREADS] = _set_threads_cfunc()
+        return _loaded
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "warm":
+        warm(int(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1] == "compile":
+        compile_all()
