@@ -416,12 +416,108 @@ def _verdicts(r: dict) -> str:
     return "; ".join(notes)
 
 
+#: The C API's cases: (name, rows, k). Timed through libfastkl from C (the bench program)
+#: and, for a paired ratio to the Python API, through the same library loaded with ctypes.
+CAPI_CASES = [
+    ("kl_div probs f32 4 x 64 (per call)", 4, 64),
+    ("kl_div probs f32 1M x 64", 1_000_000, 64),
+]
+
+
+def _capi_data(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """bench.c's rows: fixed integer patterns, normalized (the same values as the C program)."""
+    i = np.arange(n, dtype=np.int64)[:, None]
+    j = np.arange(k, dtype=np.int64)[None, :]
+    p = ((i * 131 + j * 71) % 97 + 1).astype(np.float32)
+    q = ((i * 37 + j * 53) % 89 + 1).astype(np.float32)
+    return p / p.sum(1, keepdims=True), q / q.sum(1, keepdims=True)
+
+
+def build_capi_bench(prefix: str) -> tuple[str, str]:
+    """Build libfastkl under ``prefix`` and the C bench program against it: (library, program)."""
+    import os
+    import shutil
+    import subprocess
+
+    from . import capi
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("the C API benchmark needs a C compiler (cc)")
+    paths = capi.build(prefix)
+    exe = os.path.join(prefix, "bench")
+    source = os.path.join(os.path.dirname(capi.__file__), "bench.c")
+    lib = os.path.dirname(paths["library"])
+    cmd = [cc, "-std=c99", "-O2", source, f"-I{prefix}/include", f"-L{lib}", f"-Wl,-rpath,{lib}"]
+    subprocess.run([*cmd, "-lfastkl", "-o", exe], check=True)
+    return paths["library"], exe
+
+
+def run_c_bench(exe: str, n: int, k: int, rounds: int, calls: int) -> dict[str, float]:
+    """The C program's figures for one shape (it starts its own runtime: a fresh process)."""
+    import subprocess
+
+    run = subprocess.run(
+        [exe, str(n), str(k), str(rounds), str(calls)], capture_output=True, text=True, check=True
+    )
+    return {key: float(v) for key, v in (line.split() for line in run.stdout.splitlines())}
+
+
+def run_capi_cases(repeat: int, scale: float) -> list[dict]:
+    import ctypes
+    import tempfile
+
+    from . import kl_div
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fastkl-bench-capi-") as prefix:
+        lib_path, exe = build_capi_bench(prefix)
+        lib = ctypes.CDLL(lib_path)
+        fn = lib.fastkl_kl_div_f32
+        f32p = ctypes.POINTER(ctypes.c_float)
+        fn.argtypes = [f32p, f32p] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 2 + [f32p]
+        for name, rows, k in CAPI_CASES:
+            n = max(1, int(rows * scale)) if rows > 4 else rows
+            calls = max(1, min(20_000, 2_000_000 // (n * k)))
+            c = run_c_bench(exe, n, k, rounds=max(repeat, 5), calls=calls)
+            p, q = _capi_data(n, k)
+            out = np.empty(n, dtype=np.float32)
+            args = (p.ctypes.data_as(f32p), q.ctypes.data_as(f32p), n, k, k, k, 0, 0)
+            out_ptr = out.ctypes.data_as(f32p)
+
+            def through_lib(args=args, out_ptr=out_ptr, calls=calls):
+                for _ in range(calls):
+                    fn(*args, out_ptr)
+
+            def python(p=p, q=q, out=out, calls=calls):
+                for _ in range(calls):
+                    kl_div(p, q, out=out)
+
+            (lib_s, py_s), ratio = paired_medians([through_lib, python], repeat)
+            if not np.array_equal(out, kl_div(p, q)):
+                raise RuntimeError("libfastkl and kl_div disagree on the benchmark rows")
+            results.append(
+                {
+                    "case": name,
+                    "rows": n,
+                    "k": k,
+                    "c_call_s": c["seconds_per_call"],
+                    "c_first_call_s": c["first_call"],
+                    "ctypes_call_s": lib_s / calls,
+                    "python_call_s": py_s / calls,
+                    "ratio_to_python": ratio,
+                }
+            )
+    return results
+
+
 def main(
     repeat: int = 5,
     scale: float = 1.0,
     peers: bool = True,
     as_json: bool = False,
     only: str | None = None,
+    capi: bool = False,
 ) -> int:
     import numba
 
@@ -483,10 +579,26 @@ def main(
                 f"ratio to kl_div {r['ratio_to_kl_div']:5.2f}  "
                 f"to roofline {r['ratio_to_roofline']:5.2f}"
             )
+    capi_results = run_capi_cases(repeat, scale) if capi else []
+    for r in capi_results:
+        if not as_json:
+            print(
+                f"{'C API ' + r['case']:34s} from C {r['c_call_s'] * 1e6:10.1f} us  "
+                f"through ctypes {r['ctypes_call_s'] * 1e6:10.1f} us  "
+                f"Python API {r['python_call_s'] * 1e6:10.1f} us  "
+                f"ratio (ctypes / Python) {r['ratio_to_python']:5.2f}  "
+                f"first C call {r['c_first_call_s']:.2f} s"
+            )
     if as_json:
         print(
             json.dumps(
-                {"header": header, "results": results, "pairwise": pairwise, "family": family}
+                {
+                    "header": header,
+                    "results": results,
+                    "pairwise": pairwise,
+                    "family": family,
+                    "capi": capi_results,
+                }
             )
         )
     elif results:
@@ -508,5 +620,11 @@ def main(
         print(
             f"(family: medians of {repeat} runs; ratio to kl_div = median over runs of the "
             "function's time / kl_div's on the same inputs and forms, timed in turn)"
+        )
+    if capi_results and not as_json:
+        print(
+            "(C API: from C = the median per-call time in a C program linked to libfastkl; "
+            "ratio = median over runs of the time through libfastkl (loaded with ctypes) / "
+            "kl_div(p, q, out=out)'s, timed in turn on the same rows)"
         )
     return 0

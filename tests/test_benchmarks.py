@@ -38,7 +38,10 @@ def test_benchmarks_run(tiny, module):
         params = getattr(cls, "params", ())
         if params and not isinstance(params[0], list):
             params = (params,)
+        # asv passes setup_cache's result first to setup and to every benchmark
+        cached = (cls().setup_cache(),) if hasattr(cls, "setup_cache") else ()
         for combo in itertools.product(*params) if params else [()]:
+            combo = (*cached, *combo)
             bench = cls()
             try:
                 if hasattr(bench, "setup"):
