@@ -235,13 +235,14 @@ def libfastkl(tmp_path_factory):
     if CC is None:
         pytest.skip("no C compiler on this machine")
     prefix = tmp_path_factory.mktemp("capi")
-    run = subprocess.run(
-        [sys.executable, "-m", "fastkl.cli", "build-capi", "--outdir", str(prefix)],
-        capture_output=True,
-        text=True,
-    )
+    run = _build_capi("--outdir", str(prefix))
     assert run.returncode == 0, run.stderr
     return prefix
+
+
+def _build_capi(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fastkl.cli", "build-capi", *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _clean_env() -> dict[str, str]:
@@ -249,9 +250,17 @@ def _clean_env() -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
 
 
-def _compile(prefix, source, exe, extra=()):
+def _run(*cmd, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """A C program, with the clean environment."""
+    cmd = [str(c) for c in cmd]
+    env = env or _clean_env()
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _compile(prefix, source, exe, extra=(), rpath=True):
     cmd = [CC, "-std=gnu99", "-O2", "-Wall", "-Wextra", "-Werror", str(source), "-o", str(exe)]
-    cmd += [f"-I{prefix}/include", f"-L{prefix}/lib", f"-Wl,-rpath,{prefix}/lib", "-lfastkl"]
+    cmd += [f"-I{prefix}/include", f"-L{prefix}/lib", "-lfastkl"]
+    cmd += [f"-Wl,-rpath,{prefix}/lib"] if rpath else []
     subprocess.run([*cmd, *extra], check=True)
     return exe
 
@@ -291,7 +300,7 @@ def test_example_program(libfastkl, tmp_path, rng):
         flags = pc.stdout.split()
     _compile(libfastkl, os.path.join(ROOT, "examples", "c", "kl_example.c"), exe, flags)
 
-    run = subprocess.run([str(exe)], env=_clean_env(), capture_output=True, text=True, timeout=300)
+    run = _run(exe)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == f"fastkl {fastkl.__version__}"
@@ -304,6 +313,13 @@ def test_example_program(libfastkl, tmp_path, rng):
     stride = capi.STATUS["FASTKL_ERR_STRIDE"]
     assert lines[3] == f"entropy with ldp < k: status {stride[0]} ({stride[1]})"
 
+    # without an rpath, the library path alone (LD_LIBRARY_PATH) is enough
+    bare = _compile(
+        libfastkl, os.path.join(ROOT, "examples", "c", "kl_example.c"), tmp_path / "b", rpath=False
+    )
+    env = dict(_clean_env(), LD_LIBRARY_PATH=str(libfastkl / "lib"))
+    assert _run(bare, env=env).stdout == run.stdout
+
     for q_rows in (300, 1):
         p = random_probs(rng, (300, 33))
         q = random_probs(rng, (q_rows, 33))
@@ -311,8 +327,7 @@ def test_example_program(libfastkl, tmp_path, rng):
         q[0, 7] = 0.0  # p > 0 there: +inf
         p.tofile(tmp_path / "p.bin")
         q.tofile(tmp_path / "q.bin")
-        args = [str(exe), str(tmp_path / "p.bin"), str(tmp_path / "q.bin"), "33"]
-        run = subprocess.run(args, env=_clean_env(), capture_output=True, text=True, timeout=300)
+        run = _run(exe, tmp_path / "p.bin", tmp_path / "q.bin", 33)
         assert run.returncode == 0, run.stderr
         got = np.array([float(v) for v in run.stdout.split()])
         want = fastkl.kl_div(p, q if q_rows > 1 else q[0])
@@ -322,7 +337,7 @@ def test_example_program(libfastkl, tmp_path, rng):
 @needs_cc
 def test_bad_arguments_through_the_library(libfastkl, tmp_path):
     exe = _compile(libfastkl, os.path.join(ROOT, "tests", "c", "check.c"), tmp_path / "check")
-    run = subprocess.run([str(exe)], env=_clean_env(), capture_output=True, text=True, timeout=300)
+    run = _run(exe)
     assert run.returncode == 0, run.stderr
     got = {}
     messages = {}
@@ -375,9 +390,10 @@ def test_eight_threads(libfastkl, tmp_path):
         tmp_path / "threads",
         ["-pthread"],
     )
-    run = subprocess.run([str(exe)], env=_clean_env(), capture_output=True, text=True, timeout=600)
+    run = _run(exe, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.match(r"threads ok 8 threads", run.stdout), run.stdout
+    assert "workqueue" not in run.stderr  # the thread-safe layer loaded: no serialized calls
 
 
 @needs_cc
@@ -394,26 +410,14 @@ def test_version_mismatch_is_a_status(libfastkl, tmp_path):
     (tmp_path / "include").mkdir()
     shutil.copy(libfastkl / "include" / "fastkl.h", tmp_path / "include")
     exe = _compile(tmp_path, os.path.join(ROOT, "tests", "c", "check.c"), tmp_path / "check")
-    run = subprocess.run([str(exe)], env=_clean_env(), capture_output=True, text=True, timeout=300)
+    run = _run(exe)
     assert run.returncode == 0
     assert f"ok {capi.STATUS['FASTKL_ERR_INIT'][0]}" in run.stdout
     assert "rebuild it with `fastkl build-capi`" in run.stderr
 
 
 def test_build_capi_header_only(tmp_path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastkl.cli",
-            "build-capi",
-            "--header-only",
-            "--outdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    run = _build_capi("--header-only", "--outdir", str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "include" / "fastkl.h").read_text() == capi.header()
     assert not (tmp_path / "lib").exists()
@@ -422,18 +426,6 @@ def test_build_capi_header_only(tmp_path):
 def test_build_capi_unwritable_outdir(tmp_path):
     target = tmp_path / "file"
     target.write_text("")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastkl.cli",
-            "build-capi",
-            "--header-only",
-            "--outdir",
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    run = _build_capi("--header-only", "--outdir", str(target))
     assert run.returncode == 1
     assert run.stderr.startswith("fastkl build-capi: error:") and len(run.stderr.splitlines()) == 1

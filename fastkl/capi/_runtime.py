@@ -38,6 +38,12 @@ def boot(lib: Any, built_version: str) -> int:
         import numba
 
         serialize = _config.threading_layer() == "workqueue"
+        if serialize:
+            print(
+                "fastkl: only numba's workqueue threading layer loaded (it aborts on concurrent "
+                "callers): libfastkl serializes its calls",
+                file=sys.stderr,
+            )
         lib._fastkl_set_runtime(numba.config.NUMBA_NUM_THREADS, int(serialize))
         _booted = True
         return _decl.OK
