@@ -11,6 +11,7 @@ import numpy as np
 
 import fastkl
 from fastkl import bench
+from fastkl.capi import _build
 
 from .common import SCALE
 
@@ -36,9 +37,7 @@ class CAPI:
         if built is None:
             raise NotImplementedError("no C compiler")
         self.built = built
-        self.lib = ctypes.CDLL(built["library"])
-        self.fn = self.lib.fastkl_kl_div_f32
-        self.fn.argtypes = [F32P, F32P] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 2 + [F32P]
+        self.fn = _build.load(built["library"]).fastkl_kl_div_f32
         self.p, self.q = bench._capi_data(ROWS, K)
         self.out = np.empty(ROWS, dtype=np.float32)
         self.args = (self.p.ctypes.data_as(F32P), self.q.ctypes.data_as(F32P), ROWS, K, K, K, 0, 0)

@@ -468,14 +468,13 @@ def run_capi_cases(repeat: int, scale: float) -> list[dict]:
     import tempfile
 
     from . import kl_div
+    from .capi import _build
 
     results = []
     with tempfile.TemporaryDirectory(prefix="fastkl-bench-capi-") as prefix:
         lib_path, exe = build_capi_bench(prefix)
-        lib = ctypes.CDLL(lib_path)
-        fn = lib.fastkl_kl_div_f32
+        fn = _build.load(lib_path).fastkl_kl_div_f32
         f32p = ctypes.POINTER(ctypes.c_float)
-        fn.argtypes = [f32p, f32p] + [ctypes.c_int64] * 4 + [ctypes.c_int] * 2 + [f32p]
         for name, rows, k in CAPI_CASES:
             n = max(1, int(rows * scale)) if rows > 4 else rows
             calls = max(1, min(20_000, 2_000_000 // (n * k)))

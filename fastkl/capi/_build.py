@@ -15,6 +15,7 @@ program needs nothing set but the library path.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import sys
@@ -239,6 +240,27 @@ def _libpython_dir() -> str:
             f"{sys.executable} has none"
         )
     return libdir
+
+
+_CTYPES = {
+    "const float *": ctypes.POINTER(ctypes.c_float),
+    "const double *": ctypes.POINTER(ctypes.c_double),
+    "float *": ctypes.POINTER(ctypes.c_float),
+    "double *": ctypes.POINTER(ctypes.c_double),
+    "const char *": ctypes.c_char_p,
+    "int64_t": ctypes.c_int64,
+    "int": ctypes.c_int,
+}
+
+
+def load(path: str) -> ctypes.CDLL:
+    """A built libfastkl loaded with ctypes, every declared function typed from fastkl.cdef."""
+    lib = ctypes.CDLL(path)
+    for function in _decl.FUNCTIONS:
+        fn = getattr(lib, function.name)
+        fn.restype = _CTYPES[function.restype]
+        fn.argtypes = [_CTYPES[p.ctype] for p in function.params]
+    return lib
 
 
 def _pkgconfig(prefix: str) -> str:

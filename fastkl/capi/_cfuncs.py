@@ -20,6 +20,7 @@ process loads the cfuncs from the cache (``load``).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -189,6 +190,7 @@ DIVERGENCES = {
 }
 
 
+@functools.cache  # one set of runners per divergence, shared by both dtypes and the warm-up
 def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
     """(log_p, log_q) -> the kernels that score that pair, by their role in the runners."""
     name = DIVERGENCES[stem]
@@ -206,6 +208,7 @@ def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
     return {pair: {"KERNEL": _cpu_family.family_kernel(name, *pair)} for pair in _PAIRS}
 
 
+@functools.cache
 def _rows_runner(stem: str):
     """The nopython dispatch of divergence ``stem`` over the form pair and the mode."""
     template = _t_family_pair if DIVERGENCES[stem] is not None else _t_kl_pair
@@ -256,15 +259,10 @@ def _t_cfunc_p(p, n, k, ldp, p_form, out):
     return OK
 
 
-@njit(**_HELPER)
 def _set_threads(n):
+    """Give numba's thread count for the calling thread (the C side checked the range)."""
     numba.set_num_threads(n)
     return OK
-
-
-def _t_set_threads(n):
-    """Give numba's thread count for the calling thread (the C side checked the range)."""
-    return _set_threads(n)
 
 
 #: the set-threads cfunc's name (internal: the library calls it; it is not in the header)
@@ -293,7 +291,7 @@ def _specs() -> dict[str, tuple[Any, Any]]:
 def _set_threads_cfunc():
     # Not cached: numba.set_num_threads calls the threading layer through a pointer known only
     # at run time. It is small; compiling it takes a fraction of a second.
-    return numba.cfunc(types.int32(types.int32), **JIT_OPTIONS)(_t_set_threads)
+    return numba.cfunc(types.int32(types.int32), **JIT_OPTIONS)(_set_threads)
 
 
 # --- kernel warm-up, compile, load ------------------------------------------------------------
