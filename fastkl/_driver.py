@@ -350,13 +350,21 @@ def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
     return Prepared(views, tuple(batch), k, dtype, dtype)
 
 
-def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequence[Any]) -> None:
+def check_out(
+    out: Any,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    inputs: Sequence[Any],
+    widen: bool = False,
+) -> None:
+    """Check a caller's ``out``. ``widen``: float64 is accepted for a float32 result too."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape}, got {out.shape}")
-    if out.dtype != dtype:
-        raise ValueError(f"out: expected dtype {dtype}, got {out.dtype}")
+    if out.dtype != dtype and not (widen and out.dtype == np.float64):
+        also = " (or float64)" if widen and dtype != np.float64 else ""
+        raise ValueError(f"out: expected dtype {dtype}{also}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out: the array is read-only")
     for x in inputs:
@@ -367,6 +375,59 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype, inputs: Sequenc
                 overlaps = True
             if overlaps:
                 raise ValueError("out: overlaps an input; pass a separate array")
+
+
+class RowSum:
+    """The sum of float64 row values fed in chunks of any sizes: bitwise the same total for
+    every chunking, so a reduction streamed over a file (``fastkl score``) equals the in-memory
+    one.
+
+    Rows are summed in aligned blocks of ``BLOCK`` (numpy's pairwise sum within a block, always
+    over the same rows) and the block sums are added exactly (``math.fsum``), so the order in
+    which blocks arrive does not matter either.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._partials: list[float] = []
+        self._tail = np.empty(self.BLOCK, np.float64)
+        self._fill = 0
+
+    def _blocks(self, values: np.ndarray) -> None:
+        # Every full block goes through this one expression, whatever the chunking.
+        self._partials.extend(values.reshape(-1, self.BLOCK).sum(axis=1).tolist())
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        self.count += values.size
+        if self._fill:
+            take = min(self.BLOCK - self._fill, values.size)
+            self._tail[self._fill : self._fill + take] = values[:take]
+            self._fill += take
+            values = values[take:]
+            if self._fill < self.BLOCK:
+                return
+            self._blocks(self._tail)
+            self._fill = 0
+        whole = values.size - values.size % self.BLOCK
+        if whole:
+            self._blocks(values[:whole])
+        rest = values.size - whole
+        self._tail[:rest] = values[whole:]
+        self._fill = rest
+
+    def sum(self) -> float:
+        parts = self._partials + ([float(self._tail[: self._fill].sum())] if self._fill else [])
+        try:
+            return math.fsum(parts)
+        except (ValueError, OverflowError):  # inf - inf, or finite blocks that overflow
+            return float(np.sum(parts))
+
+    def mean(self) -> float:
+        """The mean (NaN for no rows)."""
+        return self.sum() / self.count if self.count else math.nan
 
 
 def finish(
@@ -389,18 +450,19 @@ def finish(
             raise ValueError("out: only supported with reduction='none'")
         target = np.empty(n, np.float64)  # rows in float64, summed in a fixed order
         run_blocks(operands, n, body)
-        total = float(target.sum()) if n else 0.0
-        if reduction == "mean":
-            total = total / n if n else math.nan
-        return prep.result.type(total)
+        total = RowSum()
+        total.add(target)
+        return prep.result.type(total.mean() if reduction == "mean" else total.sum())
 
     if out is not None:
-        check_out(out, prep.batch, prep.result, inputs)
+        # float64 ``out`` for float32 inputs receives the rows' float64 accumulations unrounded
+        # (what the reductions sum): ``fastkl score`` streams reductions through it.
+        check_out(out, prep.batch, prep.result, inputs, widen=True)
         result = out
     else:
         result = np.empty(prep.batch, prep.result)
     direct_out = result.flags.c_contiguous and result.flags.aligned
-    target = result.reshape(-1) if direct_out else np.empty(n, prep.result)
+    target = result.reshape(-1) if direct_out else np.empty(n, result.dtype)
     run_blocks(operands, n, body)
     if not direct_out:
         result[...] = target.reshape(prep.batch)

@@ -35,7 +35,7 @@ _ROWWISE_PARAMS = """\
         that shape is ``()``). "sum": the sum over all distributions. "mean": the mean over
         distributions (torch's ``reduction="batchmean"`` for 2-d inputs, Keras's
         ``"sum_over_batch_size"``); NaN for an empty batch. Reductions return a numpy scalar of
-        the result dtype, summed in float64 in a fixed order.
+        the result dtype, summed in float64 in a fixed order (the same total for any chunking).
     base : float, optional
         Logarithm base: None for nats, 2 for bits, any finite base > 0 and != 1.
     eps : float, optional
