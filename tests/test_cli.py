@@ -2,36 +2,72 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastkl import cli
 
 
-def test_demo_small(capsys):
-    assert cli.main(["demo", "--rows", "5000", "--cols", "16", "--repeat", "2"]) == 0
+def test_demo_small(capsys, tmp_path):
+    argv = ["demo", "--rows", "5000", "--cols", "16", "--repeat", "2", "--workdir", str(tmp_path)]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "5,000 x 16 float32" in out
+    assert "fastkl score P.npy Q.npy -o kl.npy" in out
     assert "rows/s" in out and "speedup over numpy" in out
     assert ": OK" in out
+    # The demo's files are what it says: P and Q as .npy, and kl.npy scored from them.
+    import fastkl
+
+    p, q = np.load(tmp_path / "P.npy"), np.load(tmp_path / "Q.npy")
+    assert p.shape == q.shape == (5000, 16) and p.dtype == np.float32
+    np.testing.assert_array_equal(np.load(tmp_path / "kl.npy"), fastkl.kl_div(p, q))
+
+
+def test_demo_cleans_up_its_temporary_files(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert cli.main(["demo", "--rows", "1000", "--cols", "8", "--repeat", "1"]) == 0
+    assert os.listdir(tmp_path) == []
 
 
 def test_demo_checks_against_the_reference(capsys, monkeypatch):
     # A wrong kernel result must fail the demo's check, not pass silently.
-    import fastkl
+    from fastkl import score
 
-    real = fastkl.kl_div
+    real = score.DIVERGENCES["kl"]
 
     def off_by_a_bit(p, q, **kwargs):
         result = real(p, q, **kwargs)
         result *= 1.001
         return result
 
-    monkeypatch.setattr(fastkl, "kl_div", off_by_a_bit)
+    monkeypatch.setitem(score.DIVERGENCES, "kl", off_by_a_bit)
     assert cli.main(["demo", "--rows", "2000", "--cols", "8", "--repeat", "1"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_info_text_and_json(capsys):
+    import json
+
+    import numba
+
+    import fastkl
+
+    assert cli.main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert f"fastkl                : {fastkl.__version__}" in text or fastkl.__version__ in text
+    assert "numba" in text and "CUDA" in text and "build-capi" in text
+    assert cli.main(["info", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["versions"]["numba"] == numba.__version__
+    assert doc["threading"]["num_threads"] == numba.get_num_threads()
 
 
 def test_console_script_and_bad_option():
