@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -418,6 +421,66 @@ def _verdicts(r: dict) -> str:
 
 #: The C API's cases: (name, rows, k). Timed through libfastkl from C (the bench program)
 #: and, for a paired ratio to the Python API, through the same library loaded with ctypes.
+SCORE_CASES = [
+    Case("score probs f32 2,000,000 x 64", 2_000_000, 64, "float32", "probs"),
+    Case("score probs f32 2,000,000 x 64 one q", 2_000_000, 64, "float32", "probs", True),
+]
+
+
+def run_score_case(case: Case, repeat: int, scale: float) -> dict:
+    """``fastkl score`` on .npy files (page-cached, as a second run finds them) against
+    ``kl_div`` on the same rows in memory, the read roofline, and numpy in the same chunks."""
+    from . import kl_div
+    from .score import default_chunk_rows, score_files
+
+    p, q, n = _data(case, scale)
+    folder = tempfile.mkdtemp(prefix="fastkl-bench-score-")
+    try:
+        p_path, q_path = os.path.join(folder, "p.npy"), os.path.join(folder, "q.npy")
+        out_path = os.path.join(folder, "kl.npy")
+        np.save(p_path, p)
+        np.save(q_path, q)
+        out = np.empty(n, p.dtype)
+        sink = np.empty(n, p.dtype)
+        pf, qf = p.reshape(-1), q.reshape(-1)
+        ldq = 0 if case.one_q_row else case.k
+        step = default_chunk_rows(case.k, p.itemsize)
+
+        def numpy_chunks() -> object:
+            pm, qm = np.load(p_path, mmap_mode="r"), np.load(q_path, mmap_mode="r")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for a in range(0, n, step):
+                    qa = qm if case.one_q_row else qm[a : a + step]
+                    pa = pm[a : a + step]
+                    out[a : a + step] = (pa * np.log(pa / qa)).sum(axis=1)
+            return out
+
+        (t_score, t_memory, t_roof, t_numpy), ratio = paired_medians(
+            [
+                lambda: score_files(p_path, q_path, out_path),
+                lambda: kl_div(p, q, out=out),
+                lambda: _stream_rows(pf, case.k, qf, ldq, case.k, sink),
+                numpy_chunks,
+            ],
+            repeat,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "case": case.name,
+        "n": n,
+        "k": case.k,
+        "score_s": t_score,
+        "in_memory_s": t_memory,
+        "roofline_s": t_roof,
+        "numpy_chunks_s": t_numpy,
+        "ratio_to_in_memory": ratio,
+        "ratio_to_roofline": t_score / t_roof,
+        "speedup_over_numpy": t_numpy / t_score,
+        "rows_per_s": n / t_score,
+    }
+
+
 CAPI_CASES = [
     ("kl_div probs f32 4 x 64 (per call)", 4, 64),
     ("kl_div probs f32 1M x 64", 1_000_000, 64),
@@ -435,8 +498,6 @@ def _capi_data(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_capi_bench(prefix: str) -> tuple[str, str]:
     """Build libfastkl under ``prefix`` and the C bench program against it: (library, program)."""
-    import os
-    import shutil
     import subprocess
 
     from . import capi
@@ -465,7 +526,6 @@ def run_c_bench(exe: str, n: int, k: int, rounds: int, calls: int) -> dict[str, 
 
 def run_capi_cases(repeat: int, scale: float) -> list[dict]:
     import ctypes
-    import tempfile
 
     from . import kl_div
     from .capi import _build
@@ -525,6 +585,7 @@ def main(
     cases = [c for c in CASES if only is None or only.lower() in c.name.lower()]
     pairwise_cases = [c for c in PAIRWISE_CASES if only is None or only.lower() in c.name.lower()]
     family_cases = [c for c in FAMILY_CASES if only is None or only.lower() in c.name.lower()]
+    score_cases = [c for c in SCORE_CASES if only is None or only.lower() in c.name.lower()]
     header = {
         "fastkl": __version__,
         "numba": numba.__version__,
@@ -578,6 +639,18 @@ def main(
                 f"ratio to kl_div {r['ratio_to_kl_div']:5.2f}  "
                 f"to roofline {r['ratio_to_roofline']:5.2f}"
             )
+    scoring = []
+    for case in score_cases:
+        r = run_score_case(case, repeat, scale)
+        scoring.append(r)
+        if not as_json:
+            print(
+                f"{r['case']:34s} files {r['score_s'] * 1e3:8.2f} ms  "
+                f"in memory {r['in_memory_s'] * 1e3:7.2f} ms  "
+                f"ratio {r['ratio_to_in_memory']:5.2f}  "
+                f"to roofline {r['ratio_to_roofline']:5.2f}  "
+                f"numpy {r['numpy_chunks_s'] * 1e3:8.1f} ms ({r['speedup_over_numpy']:5.1f}x)"
+            )
     capi_results = run_capi_cases(repeat, scale) if capi else []
     for r in capi_results:
         if not as_json:
@@ -596,6 +669,7 @@ def main(
                     "results": results,
                     "pairwise": pairwise,
                     "family": family,
+                    "score": scoring,
                     "capi": capi_results,
                 }
             )
@@ -619,6 +693,13 @@ def main(
         print(
             f"(family: medians of {repeat} runs; ratio to kl_div = median over runs of the "
             "function's time / kl_div's on the same inputs and forms, timed in turn)"
+        )
+    if scoring and not as_json:
+        print(
+            f"(score: medians of {repeat} runs; fastkl score on .npy files in the page cache, "
+            "output written and renamed; ratio = median over runs of its time / kl_div(p, q, "
+            "out=)'s on the same rows in memory, timed in turn; numpy = (p * np.log(p / q))"
+            ".sum(1) over the same memory maps in the same chunks)"
         )
     if capi_results and not as_json:
         print(

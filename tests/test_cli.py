@@ -92,6 +92,8 @@ def test_version(capsys):
 def test_bench_json_smoke(capsys):
     import json
 
+    from fastkl import bench
+
     assert cli.main(["bench", "--scale", "0.0005", "--repeat", "1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     names = [r["case"] for r in doc["results"]]
@@ -105,6 +107,9 @@ def test_bench_json_smoke(capsys):
     assert family == {"js_div", "sym_kl", "cross_entropy", "entropy", "generalized_kl"}
     for r in doc["family"]:
         assert r["fastkl_s"] > 0 and r["kl_div_s"] > 0 and r["ratio_to_kl_div"] > 0
+    assert [r["case"] for r in doc["score"]] == [c.name for c in bench.SCORE_CASES]
+    for r in doc["score"]:
+        assert r["score_s"] > 0 and r["in_memory_s"] > 0 and r["ratio_to_in_memory"] > 0
 
 
 def test_bench_table_and_bad_scale(capsys):
