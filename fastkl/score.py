@@ -85,17 +85,20 @@ class _Stats:
     def add(self, values: np.ndarray) -> None:
         if values.size == 0:
             return
-        nan = np.isnan(values)
-        nans = int(np.count_nonzero(nan))
-        self.nan_count += nans
-        self.inf_count += int(np.count_nonzero(np.isinf(values)))
-        if nans:
-            values = np.where(nan, 0.0, values)  # counted as rows, left out of the mean below
-            if nans == values.size:
-                self.total.add(values)
-                return
-        self.low = min(self.low, float(np.fmin.reduce(values, where=~nan, initial=math.inf)))
-        self.high = max(self.high, float(np.fmax.reduce(values, where=~nan, initial=-math.inf)))
+        # fmin/fmax skip NaN, and a sum is NaN only if a NaN (or inf - inf) is there: the
+        # element-wise tests run only on the chunks that need them (a chunk's cost otherwise
+        # is about 4% of scoring it).
+        low = float(np.fmin.reduce(values))
+        high = float(np.fmax.reduce(values))
+        if math.isinf(low) or math.isinf(high):
+            self.inf_count += int(np.count_nonzero(np.isinf(values)))
+        if math.isnan(float(np.add.reduce(values, dtype=np.float64))):
+            nan = np.isnan(values)
+            self.nan_count += int(np.count_nonzero(nan))
+            values = np.where(nan, 0.0, values)  # counted as rows, left out of the mean
+        if not math.isnan(low):  # NaN: every value is NaN
+            self.low = min(self.low, low)
+            self.high = max(self.high, high)
         self.total.add(values)
 
     def summary(self) -> tuple[float | None, float | None, float | None]:
