@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -570,6 +571,48 @@ def run_capi_cases(repeat: int, scale: float) -> list[dict]:
     return results
 
 
+def _section(
+    cases: list[Any], run: Callable[[Any], dict], line: Callable[[dict], str], as_json: bool
+) -> list[dict]:
+    """Run each case, printing its line as it finishes (unless the output is JSON)."""
+    results = []
+    for case in cases:
+        results.append(run(case))
+        if not as_json:
+            print(line(results[-1]))
+    return results
+
+
+def _pairwise_line(r: dict) -> str:
+    line = (
+        f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms "
+        f"({r['pairs_per_s'] / 1e9:5.2f} G pairs/s)  np.dot {r['dot_s'] * 1e3:7.2f} ms  "
+        f"ratio {r['ratio_to_dot']:5.2f}  kl_div loop {r['loop_s']:9.1f} s "
+        f"({r['loop_pair_s'] * 1e6:.1f} us/pair, {r['speedup_over_loop']:,.0f}x)"
+    )
+    verdict = _pairwise_verdicts(r)
+    return f"{line}\n{'':34s} targets: {verdict}" if verdict else line
+
+
+def _family_line(r: dict) -> str:
+    return (
+        f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms  "
+        f"kl_div {r['kl_div_s'] * 1e3:7.2f} ms  "
+        f"ratio to kl_div {r['ratio_to_kl_div']:5.2f}  "
+        f"to roofline {r['ratio_to_roofline']:5.2f}"
+    )
+
+
+def _score_line(r: dict) -> str:
+    return (
+        f"{r['case']:34s} files {r['score_s'] * 1e3:8.2f} ms  "
+        f"in memory {r['in_memory_s'] * 1e3:7.2f} ms  "
+        f"ratio {r['ratio_to_in_memory']:5.2f}  "
+        f"to roofline {r['ratio_to_roofline']:5.2f}  "
+        f"numpy {r['numpy_chunks_s'] * 1e3:8.1f} ms ({r['speedup_over_numpy']:5.1f}x)"
+    )
+
+
 def main(
     repeat: int = 5,
     scale: float = 1.0,
@@ -614,43 +657,15 @@ def main(
             verdict = _verdicts(r)
             if verdict:
                 print(f"{'':34s} targets: {verdict}")
-    pairwise = []
-    for case in pairwise_cases:
-        r = run_pairwise_case(case, repeat, scale)
-        pairwise.append(r)
-        if not as_json:
-            print(
-                f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms "
-                f"({r['pairs_per_s'] / 1e9:5.2f} G pairs/s)  np.dot {r['dot_s'] * 1e3:7.2f} ms  "
-                f"ratio {r['ratio_to_dot']:5.2f}  kl_div loop {r['loop_s']:9.1f} s "
-                f"({r['loop_pair_s'] * 1e6:.1f} us/pair, {r['speedup_over_loop']:,.0f}x)"
-            )
-            verdict = _pairwise_verdicts(r)
-            if verdict:
-                print(f"{'':34s} targets: {verdict}")
-    family = []
-    for case in family_cases:
-        r = run_family_case(case, repeat, scale)
-        family.append(r)
-        if not as_json:
-            print(
-                f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms  "
-                f"kl_div {r['kl_div_s'] * 1e3:7.2f} ms  "
-                f"ratio to kl_div {r['ratio_to_kl_div']:5.2f}  "
-                f"to roofline {r['ratio_to_roofline']:5.2f}"
-            )
-    scoring = []
-    for case in score_cases:
-        r = run_score_case(case, repeat, scale)
-        scoring.append(r)
-        if not as_json:
-            print(
-                f"{r['case']:34s} files {r['score_s'] * 1e3:8.2f} ms  "
-                f"in memory {r['in_memory_s'] * 1e3:7.2f} ms  "
-                f"ratio {r['ratio_to_in_memory']:5.2f}  "
-                f"to roofline {r['ratio_to_roofline']:5.2f}  "
-                f"numpy {r['numpy_chunks_s'] * 1e3:8.1f} ms ({r['speedup_over_numpy']:5.1f}x)"
-            )
+    pairwise = _section(
+        pairwise_cases, lambda c: run_pairwise_case(c, repeat, scale), _pairwise_line, as_json
+    )
+    family = _section(
+        family_cases, lambda c: run_family_case(c, repeat, scale), _family_line, as_json
+    )
+    scoring = _section(
+        score_cases, lambda c: run_score_case(c, repeat, scale), _score_line, as_json
+    )
     capi_results = run_capi_cases(repeat, scale) if capi else []
     for r in capi_results:
         if not as_json:
