@@ -445,7 +445,7 @@ def run_score_case(case: Case, repeat: int, scale: float) -> dict:
         sink = np.empty(n, p.dtype)
         pf, qf = p.reshape(-1), q.reshape(-1)
         ldq = 0 if case.one_q_row else case.k
-        step = default_chunk_rows(case.k, p.itemsize)
+        step = default_chunk_rows(case.k, p.itemsize, mapped=True)
 
         def numpy_chunks() -> object:
             pm, qm = np.load(p_path, mmap_mode="r"), np.load(q_path, mmap_mode="r")

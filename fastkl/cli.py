@@ -126,7 +126,7 @@ def demo(args: argparse.Namespace) -> int:
         runs = [score_files(p_path, q_path, out_path) for _ in range(args.repeat)]
         summary = sorted(runs, key=lambda s: s.seconds)[len(runs) // 2]
         t_fast = summary.seconds
-        step = default_chunk_rows(k, 4)
+        step = default_chunk_rows(k, 4, mapped=True)
         t_numpy = median_seconds(
             lambda: _numpy_score(p_path, q_path, step), max(1, min(3, args.repeat)), warm=False
         )
@@ -320,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: a value per row (default); sum or mean: one value",
     )
     p_score.add_argument(
-        "--chunk-rows", type=_positive_int, default=None, help="rows per chunk (16 MiB of P)"
+        "--chunk-rows",
+        type=_positive_int,
+        default=None,
+        help="rows per chunk (256 MiB of .npy P, 16 MiB of other P; at most 1,048,576)",
     )
     p_score.add_argument("--threads", type=_positive_int, default=None, help="threads to use")
     p_score.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda")
