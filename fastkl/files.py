@@ -314,9 +314,9 @@ class ArrowSource(RowSource):
                 )
         return numeric
 
-    def _iter_batches(self) -> Iterator[Any]:
+    def _iter_batches(self, batch_size: int = 65536) -> Iterator[Any]:
         if self._kind == "parquet":
-            yield from self._file.iter_batches(batch_size=65536, columns=self._columns)
+            yield from self._file.iter_batches(batch_size=batch_size, columns=self._columns)
         else:
             for i in range(self._file.num_record_batches):
                 yield self._file.get_batch(i).select(self._columns)
@@ -326,7 +326,8 @@ class ArrowSource(RowSource):
         if pa.types.is_fixed_size_list(t):
             return int(t.list_size)
         with _arrow_errors(self.label, self.where):
-            for batch in self._iter_batches():
+            # small batches: only the rows up to the first non-null one are decoded
+            for batch in self._iter_batches(batch_size=64):
                 lengths = pa.compute.list_value_length(batch.column(0)).drop_null()
                 if len(lengths):
                     return int(lengths[0].as_py())
