@@ -244,7 +244,8 @@ class ArrowSource(RowSource):
         self.label, self.path = label, path
         self.where = f"{path}:{member}" if member else path
         self._pending: list[np.ndarray] = []
-        self._held = 0
+        self._held = 0  # rows in _pending
+        self._read = 0  # rows taken from the file so far (for error messages)
         with _arrow_errors(label, path):
             if kind == "parquet":
                 self._file = pa.parquet.ParquetFile(path, memory_map=True)
@@ -354,8 +355,6 @@ class ArrowSource(RowSource):
             )
         values = column.flatten().to_numpy(zero_copy_only=False)  # nulls inside rows: NaN
         return values.astype(self.dtype, copy=False).reshape(m, self.k)
-
-    _read = 0
 
     def next_rows(self, m: int) -> np.ndarray:
         with _arrow_errors(self.label, self.where):
