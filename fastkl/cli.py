@@ -76,22 +76,9 @@ def _write_random_npy(path: str, rng: np.random.Generator, n: int, k: int) -> No
         raise
 
 
-def _numpy_score(p_path: str, q_path: str, step: int) -> np.ndarray:
-    """The same job with numpy's ``(p * np.log(p / q)).sum(1)``, on the same memory maps and
-    in the same chunks."""
-    p = np.load(p_path, mmap_mode="r")
-    q = np.load(q_path, mmap_mode="r")
-    out = np.empty(p.shape[0], np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for first in range(0, p.shape[0], step):
-            a, b = p[first : first + step], q[first : first + step]
-            out[first : first + step] = (a * np.log(a / b)).sum(axis=1)
-    return out
-
-
 def demo(args: argparse.Namespace) -> int:
     from . import _config, kl_div
-    from .bench import median_seconds
+    from .bench import median_seconds, numpy_score_files
     from .score import default_chunk_rows, score_files
 
     n, k = args.rows, args.cols
@@ -127,8 +114,11 @@ def demo(args: argparse.Namespace) -> int:
         summary = sorted(runs, key=lambda s: s.seconds)[len(runs) // 2]
         t_fast = summary.seconds
         step = default_chunk_rows(k, 4, mapped=True)
+        values = np.empty(n, np.float32)
         t_numpy = median_seconds(
-            lambda: _numpy_score(p_path, q_path, step), max(1, min(3, args.repeat)), warm=False
+            lambda: numpy_score_files(p_path, q_path, step, values),
+            max(1, min(3, args.repeat)),
+            warm=False,
         )
         gbs = need / t_fast / 1e9
         print(f"  fastkl score P.npy Q.npy -o kl.npy   (median of {args.repeat})")

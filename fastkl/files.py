@@ -59,6 +59,16 @@ def _check_dtype(dtype: np.dtype, label: str, where: str) -> np.dtype:
     return dtype
 
 
+def _read_npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from a ``.npy`` header, leaving ``f`` at the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 def _rows_shape(shape: tuple[int, ...], label: str, where: str) -> tuple[int, int]:
     """(n, k) of an array of rows: 2-d, or 1-d for a single row."""
     if len(shape) == 1:
@@ -98,13 +108,7 @@ class NpySource(RowSource):
         self.label, self.path, self.where = label, path, path
         with open(path, "rb") as f:
             try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, fortran, dtype = _read_npy_header(f)
             except Exception as exc:  # the header is parsed text: tokenize, syntax, value errors
                 raise ValueError(f"{label}: {path} is not a valid .npy file: {exc}") from None
             offset = f.tell()
@@ -175,13 +179,7 @@ class NpzSource(RowSource):
         self.where = f"{path}:{member}"
         try:
             self._stream = self._zip.open(info)
-            version = np.lib.format.read_magic(self._stream)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(self._stream)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(self._stream)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = _read_npy_header(self._stream)
         except Exception as exc:  # as for .npy headers, plus the archive's own errors
             raise ValueError(f"{label}: {self.where} is not a valid .npy member: {exc}") from None
         _check_dtype(dtype, label, self.where)
