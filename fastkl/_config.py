@@ -54,8 +54,10 @@ def _kernel_sources() -> list[str]:
     """The modules whose code can end up in any cached kernel: the private modules (scalar
     terms, math, kernels, the driver). A public module that compiles kernels of its own
     (pairwise, bench) adds its own source to its kernels' stamp; editing the pure Python glue
-    (api, cli) keeps the cache."""
-    return sorted(glob.glob(os.path.join(_PACKAGE_DIR, "_*.py")))
+    (api, cli) keeps the cache. The CUDA modules (``_cuda*.py``) compile nothing for the CPU:
+    editing them keeps the CPU kernels."""
+    paths = glob.glob(os.path.join(_PACKAGE_DIR, "_*.py"))
+    return sorted(p for p in paths if not os.path.basename(p).startswith("_cuda"))
 
 
 def _capi_sources() -> list[str]:

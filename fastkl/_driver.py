@@ -11,6 +11,10 @@ does the rest, once for every function:
    (Fortran order, a distribution axis that is not last, dtype conversion, broadcasts that do
    not collapse to one stride), so no input is ever copied whole;
 4. validate rows when asked, run the kernel, and reduce.
+
+Inputs that live on an NVIDIA GPU (anything with ``__cuda_array_interface__``), or
+``device="cuda"``, take the same steps in ``_cuda_driver`` (imported only then: importing
+fastkl never needs CUDA), which shares the parsing, shapes and checks below.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +35,7 @@ from ._math import LOG_PROBS, LOGITS, PROBS
 
 FORMS = {"probs": PROBS, "log_probs": LOG_PROBS, "logits": LOGITS}
 REDUCTIONS = ("none", "sum", "mean")
+DEVICES = ("cpu", "cuda")
 
 _ROW_MESSAGES = {
     _cpu.ROW_NAN: "contains NaN",
@@ -111,6 +117,41 @@ def parse_eps(eps: Any) -> float:
     if not 0.0 < e < 1.0:
         raise ValueError(f"eps: expected None or a float in (0, 1), got {eps!r}")
     return e
+
+
+def parse_device(device: Any) -> str | None:
+    """'cpu', 'cuda', or None (where the inputs are)."""
+    if device is None:
+        return None
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"device: expected None, 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+def is_cuda_array(x: Any) -> bool:
+    """Whether ``x`` lives on a GPU: it exposes ``__cuda_array_interface__`` (numba device
+    arrays, CuPy arrays, PyTorch CUDA tensors), or it is a device array of numba's CUDA
+    simulator (which has no interface). Nothing is imported."""
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return sim is not None and isinstance(x, sim.FakeCUDAArray)
+
+
+def choose_device(device: Any, arrays: Sequence[Any], names: Sequence[str], out: Any) -> str:
+    """The device a call runs on: ``device``, or with None 'cuda' when an input or ``out`` is
+    a CUDA array. A CUDA array is never copied to the host behind the caller's back."""
+    dev = parse_device(device)
+    candidates = zip((*arrays, out), (*names, "out"), strict=True)
+    on_gpu = [name for x, name in candidates if is_cuda_array(x)]
+    if dev is None:
+        return "cuda" if on_gpu else "cpu"
+    if dev == "cpu" and on_gpu:
+        raise ValueError(
+            f"device: {on_gpu[0]} is a CUDA array but device='cpu'; pass device='cuda' (or "
+            "None), or copy it to the host first"
+        )
+    return dev
 
 
 def parse_axis(axis: Any, ndim: int) -> int:
@@ -258,10 +299,13 @@ def validate_rows(
     normalize: bool,
     compute: np.dtype,
     measures: bool = False,
+    label: Callable[[int], Any] | None = None,
 ) -> None:
     """Raise ValueError naming the first invalid row of ``x`` (distribution axis last).
 
-    ``measures``: rows are nonnegative measures, whose totals are not checked.
+    ``measures``: rows are nonnegative measures, whose totals are not checked. ``label``: the
+    name of row ``i`` of ``x`` in the message, when ``x`` is a block of a larger batch (by
+    default its own batch coordinates).
     """
     rows = Rows(x, compute)
     if rows.n == 0:
@@ -287,7 +331,7 @@ def validate_rows(
         return
     i = int(bad[0])
     code = int(status[i])
-    where = f"{name}: row {rows.row_index(i)}"
+    where = f"{name}: row {rows.row_index(i) if label is None else label(i)}"
     if code in _ROW_MESSAGES:
         raise ValueError(f"{where} {_ROW_MESSAGES[code]}")
     row = rows._rows2d[i] if rows._rows2d is not None else x[np.unravel_index(i, rows.batch)]
@@ -377,6 +421,15 @@ def check_out(
                 raise ValueError("out: overlaps an input; pass a separate array")
 
 
+def exact_sum(parts: Sequence[float]) -> float:
+    """The correctly rounded sum of block sums (whatever their order), or numpy's where that
+    is undefined (inf - inf) or overflows."""
+    try:
+        return math.fsum(parts)
+    except (ValueError, OverflowError):
+        return float(np.sum(parts))
+
+
 class RowSum:
     """The sum of float64 row values fed in chunks of any sizes: bitwise the same total for
     every chunking, so a reduction streamed over a file (``fastkl score``) equals the in-memory
@@ -420,10 +473,7 @@ class RowSum:
 
     def sum(self) -> float:
         parts = self._partials + ([float(self._tail[: self._fill].sum())] if self._fill else [])
-        try:
-            return math.fsum(parts)
-        except (ValueError, OverflowError):  # inf - inf, or finite blocks that overflow
-            return float(np.sum(parts))
+        return exact_sum(parts)
 
     def mean(self) -> float:
         """The mean (NaN for no rows)."""
@@ -471,6 +521,18 @@ def finish(
     return result
 
 
+@dataclass(frozen=True)
+class Divergence:
+    """What a row-wise function computes, for a backend that builds its own kernels (CUDA)."""
+
+    name: str  # "kl", "js", "sym_kl", "cross_entropy", "entropy" or "generalized_kl"
+    p_form: int
+    q_form: int
+    eps: float  # 0.0: no clipping
+    divisor: float  # log(base)
+    post: int  # a POST_* code of _cpu_family (clamp, sqrt)
+
+
 def rowwise(
     kernel_call: Callable[..., None],
     arrays: Sequence[Any],
@@ -483,12 +545,31 @@ def rowwise(
     validate: bool,
     out: Any,
     measures: bool = False,
+    device: Any = None,
+    divergence: Divergence | None = None,
 ) -> Any:
     """The common path of every row-wise function (see the module docstring).
 
     ``measures``: the inputs need not sum to 1 (``validate`` checks signs and NaN only).
+    ``device``: None, 'cpu' or 'cuda' (``divergence`` describes the call to the CUDA path).
     """
     reduction = parse_reduction(reduction)
+    if choose_device(device, arrays, names, out) == "cuda":
+        from . import _cuda_driver  # numba.cuda is imported here, not with fastkl
+
+        assert divergence is not None, "a row-wise function without a CUDA kernel"
+        return _cuda_driver.rowwise(
+            divergence,
+            arrays,
+            names,
+            forms,
+            axis=axis,
+            reduction=reduction,
+            normalize=normalize,
+            validate=validate,
+            out=out,
+            measures=measures,
+        )
     prep = prepare(arrays, names, axis)
     if validate:
         for view, name, form in zip(prep.views, names, forms, strict=True):

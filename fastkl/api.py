@@ -11,6 +11,7 @@ from . import _cpu, _cpu_family, _driver
 
 Form = Literal["probs", "log_probs", "logits"]
 Reduction = Literal["none", "sum", "mean"]
+Device = Literal["cpu", "cuda"]
 
 # Documentation shared by the row-wise functions (kl_div's wording, which is theirs too).
 _ROWWISE_PARAMS = """\
@@ -54,7 +55,15 @@ _ROWWISE_PARAMS = """\
         100,000). With ``normalize=True`` probability rows only need a positive sum.
     out : ndarray, optional
         For ``reduction="none"``: an array of the result's shape and dtype, writable and not
-        overlapping the inputs, filled and returned.
+        overlapping the inputs, filled and returned (on the GPU: any CUDA array).
+    device : {None, "cpu", "cuda"}
+        Where to compute. None (the default): on the GPU when an input or ``out`` exposes
+        ``__cuda_array_interface__`` (numba device arrays, CuPy arrays, PyTorch CUDA tensors),
+        read in place, with the rows returned as a numba device array; else on the CPU.
+        "cuda" with numpy inputs streams them through the GPU in row chunks (inputs larger
+        than the GPU's memory work) and returns numpy results. Reductions return a numpy
+        scalar either way. Needs the ``cuda`` extra and an NVIDIA GPU (RuntimeError
+        otherwise).
 
 """
 _ROWWISE_RETURNS = """\
@@ -97,6 +106,7 @@ def kl_div(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Kullback-Leibler divergence D(P || Q) of every distribution along ``axis``.
 
@@ -163,6 +173,8 @@ def kl_div(
         normalize=normalize,
         validate=validate,
         out=out,
+        device=device,
+        divergence=_driver.Divergence("kl", p_code, q_code, eps_value, divisor, 0),
     )
 
 
@@ -201,6 +213,8 @@ def _family(
         validate=validate,
         out=options["out"],
         measures=name == "generalized_kl",
+        device=options["device"],
+        divergence=_driver.Divergence(name, p_code, q_code, eps_value, divisor, post),
     )
 
 
@@ -218,6 +232,7 @@ def js_div(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Jensen-Shannon divergence of every pair of distributions along ``axis``.
 
@@ -264,6 +279,7 @@ def js_distance(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Jensen-Shannon distance: the square root of :func:`js_div`, a metric.
 
@@ -305,6 +321,7 @@ def sym_kl(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Symmetric (Jeffreys) divergence D(P || Q) + D(Q || P), in one pass.
 
@@ -344,6 +361,7 @@ def cross_entropy(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Cross-entropy H(P, Q) of every pair of distributions along ``axis``.
 
@@ -381,6 +399,7 @@ def entropy(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Shannon entropy H(P) of every distribution along ``axis``.
 
@@ -397,7 +416,7 @@ def entropy(
         The distributions: float16 (computed in float32), float32 or float64, any layout.
     p_form : {"probs", "log_probs", "logits"}
         How P is given (a log-softmax of logits is fused).
-    axis, reduction, base, eps, normalize, validate, out
+    axis, reduction, base, eps, normalize, validate, out, device
         As for :func:`kl_div`.
 
     %(rowwise_returns)s
@@ -434,6 +453,7 @@ def generalized_kl(
     normalize: bool = False,
     validate: bool = False,
     out: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> Any:
     r"""Generalized KL divergence of nonnegative measures that need not sum to 1.
 

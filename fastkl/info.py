@@ -272,7 +272,8 @@ def _cuda_device_info(cuda: Any, section: dict[str, Any]) -> None:
         pass
 
 
-def _cuda() -> dict[str, Any]:
+def cuda_status() -> dict[str, Any]:
+    """The CUDA section of :func:`collect`: whether a GPU is usable, and if not, why."""
     section: dict[str, Any] = {
         "available": False,
         "simulator": bool(numba.config.ENABLE_CUDASIM),
@@ -430,7 +431,7 @@ def collect() -> dict[str, Any]:
         "threading": _threading(),
         "simd": _simd(),
         "cache": _cache(),
-        "cuda": _cuda(),
+        "cuda": cuda_status(),
         "capi": _capi(),
         "environment": _environment(),
     }

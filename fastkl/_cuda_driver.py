@@ -1,0 +1,395 @@
+"""The driver's device path: row-wise calls on an NVIDIA GPU (``device="cuda"``, or inputs
+that expose ``__cuda_array_interface__``).
+
+It shares the CPU driver's parsing, shapes, checks and reductions (``_driver``) and differs
+only in how rows reach a kernel:
+
+* **Device inputs** (numba device arrays, CuPy arrays, PyTorch CUDA tensors) are read in
+  place. Their shape and strides go through the same ``prepare`` as numpy inputs, on a numpy
+  stand-in of the same layout (no data), and each operand becomes a device view of
+  ``(rows, k)`` with any strides: a broadcast reference row is one row read by every group,
+  never expanded. The rows stay on the device (a numba device array, or ``out=`` any CUDA
+  array); a reduction sums them on the device in fixed blocks and returns a numpy scalar.
+* **Host inputs** are streamed: row chunks are copied into pinned staging buffers, sent on two
+  CUDA streams in turn (one chunk's copies overlap the other's kernel), scored, and the rows
+  copied back, so inputs larger than the GPU's memory work. The CPU driver's ``finish`` owns
+  the result (``out=``, the reductions), as for its own kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numba import cuda
+from numpy.lib.stride_tricks import as_strided
+
+from . import _cuda, _driver
+from ._math import PROBS
+
+#: Bytes of one operand's chunk when streaming host inputs (two chunks in flight per operand).
+STREAM_BYTES = 1 << 25
+
+
+_gpu_ready = False
+
+
+def require_gpu() -> None:
+    """Raise RuntimeError, saying why, unless kernels can run (a GPU, or the simulator)."""
+    global _gpu_ready
+    if _gpu_ready or _cuda.SIMULATOR:
+        return
+    from .info import cuda_status
+
+    status = cuda_status()
+    _gpu_ready = bool(status["available"])
+    if not _gpu_ready:
+        raise RuntimeError(
+            f"device='cuda': no usable CUDA GPU ({status['reason']}); fastkl's CUDA backend "
+            "needs an NVIDIA GPU and `pip install 'fastkl[cuda]'`"
+        )
+
+
+# --- device operands --------------------------------------------------------------------------
+
+
+class _DeviceOperand:
+    """A CUDA array and a numpy stand-in with its layout: the stand-in goes through the
+    driver's shape logic, and views of it map back to views of the device memory."""
+
+    def __init__(self, x: Any, name: str) -> None:
+        self.name = name
+        if not _driver.is_cuda_array(x):  # a host operand beside device ones: uploaded once
+            host = np.ascontiguousarray(_driver.as_float_array(x, name))
+            x = cuda.to_device(host)
+        self.array = x
+        if _cuda.SIMULATOR:
+            self.stand_in = x._ary  # the simulator's device memory is a numpy array
+            self.interface = None
+            return
+        cai = x.__cuda_array_interface__
+        dtype = np.dtype(cai["typestr"])
+        shape = tuple(cai["shape"])
+        strides = cai.get("strides")
+        if strides is None:  # C-contiguous
+            strides = tuple(int(s) * dtype.itemsize for s in _c_strides(shape))
+        if any(s < 0 for s in strides):
+            raise ValueError(f"{name}: negative strides are not supported on the GPU")
+        self.interface = cai
+        # Never read: only the layout matters (one element, so it is cheap and valid).
+        self.stand_in = as_strided(np.zeros(1, dtype), shape, strides, writeable=False)
+
+    def view(self, layout: np.ndarray) -> Any:
+        """The device array with ``layout``'s shape and strides (a view of the stand-in)."""
+        if _cuda.SIMULATOR:
+            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+            return FakeCUDAArray(layout)  # the stand-in is the memory itself
+        cai = self.interface
+        offset = (
+            layout.__array_interface__["data"][0] - self.stand_in.__array_interface__["data"][0]
+        )
+        desc = {
+            "shape": layout.shape,
+            "strides": layout.strides,
+            "typestr": layout.dtype.str,
+            "data": (cai["data"][0] + offset, cai["data"][1]),
+            "version": 3,
+        }
+        if cai.get("stream") is not None:
+            desc["stream"] = cai["stream"]  # numba waits on the producer's stream
+        return cuda.from_cuda_array_interface(desc, owner=self.array, sync=True)
+
+    def span(self) -> tuple[int, int]:
+        """[first byte, last byte + 1) of the memory this array can touch (for overlaps)."""
+        a = self.stand_in
+        lo = a.__array_interface__["data"][0]
+        extent = sum((n - 1) * s for n, s in zip(a.shape, a.strides, strict=True)) if a.size else 0
+        base = self.interface["data"][0] if self.interface is not None else lo
+        return base, base + extent + a.itemsize
+
+
+def _c_strides(shape: tuple[int, ...]) -> list[int]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return strides[::-1]
+
+
+def _rows_layout(view: np.ndarray, full: tuple[int, ...], name: str) -> tuple[np.ndarray, int]:
+    """A stand-in view broadcast to ``full`` as (rows, k) and its row step: (1, k) and 0 for
+    one row repeated, else (n, k) and 1."""
+    b = view if view.shape == full else np.broadcast_to(view, full)
+    batch, k = full[:-1], full[-1]
+    n = math.prod(batch)
+    inner = b.strides[-1] if k > 1 else b.itemsize
+    row_stride = _driver._collapsed_stride(batch, b.strides[:-1])
+    if row_stride is None:
+        raise ValueError(
+            f"{name}: on the GPU the dimensions other than the distribution axis must collapse "
+            f"to one stride (got shape {b.shape}, strides {b.strides}); pass a contiguous array"
+        )
+    if row_stride == 0 or n <= 1:
+        return as_strided(b, (1, k), (k * inner, inner), writeable=False), 0
+    return as_strided(b, (n, k), (row_stride, inner), writeable=False), 1
+
+
+# --- launching --------------------------------------------------------------------------------
+
+
+def _launch(
+    div: _driver.Divergence,
+    normalize: bool,
+    p: Any,
+    p_step: int,
+    q: Any,
+    q_step: int,
+    out: Any,
+    stream: Any = 0,
+) -> None:
+    """Score rows: out[i] = D(p[i * p_step] || q[i * q_step]) (device arrays)."""
+    n, k = out.shape[0], p.shape[1]
+    if n == 0:
+        return
+    log_p, log_q = div.p_form != PROBS, div.q_form != PROBS
+    kernel, group, block = _cuda.rows_kernel(div.name, log_p, log_q, k)
+    grid = min(-(-n // (block // group)), _cuda.max_blocks())
+    kernel[grid, block, stream](
+        p, p_step, q, q_step, k, div.p_form, div.q_form, normalize, div.eps, div.divisor,
+        div.post, out,
+    )  # fmt: skip
+
+
+def _device_sum(values: Any) -> float:
+    """The sum of device row values: fixed blocks of SUM_ROWS summed on the device, the block
+    sums added exactly on the host (the same total on every run)."""
+    n = values.shape[0]
+    if n == 0:
+        return 0.0
+    blocks = -(-n // _cuda.SUM_ROWS)
+    sums = cuda.device_array(blocks, np.float64)
+    _cuda.block_sums_kernel()[blocks, _cuda.THREADS](values, sums)
+    return _driver.exact_sum(sums.copy_to_host().tolist())
+
+
+def _validate_device(
+    rows: Any, step: int, batch: tuple[int, ...], name: str, form: int, normalize: bool,
+    compute: np.dtype, measures: bool,
+) -> None:  # fmt: skip
+    """The driver's row checks on device rows, copied to the host a bounded block at a time."""
+    count, k = math.prod(batch), rows.shape[1]
+    count = count if step else min(count, 1)  # a repeated row is checked once
+    block = max(1, _driver._config.BLOCK_BYTES // (k * rows.dtype.itemsize))
+    staging = cuda.device_array((min(block, count), k), rows.dtype)
+    for start in range(0, count, block):
+        m = min(block, count - start)
+        grid = min(m, _cuda.max_blocks())
+        _cuda.gather_kernel()[grid, _cuda.THREADS](rows, step, start, staging[:m])
+        host = staging[:m].copy_to_host()
+
+        def label(i: int, start: int = start) -> Any:
+            index = np.unravel_index(start + i, batch) if batch else ()
+            return int(index[0]) if len(batch) == 1 else tuple(int(j) for j in index)
+
+        _driver.validate_rows(host, name, form, normalize, compute, measures, label=label)
+
+
+def _device_call(
+    div: _driver.Divergence,
+    arrays: Sequence[Any],
+    names: Sequence[str],
+    forms: Sequence[int],
+    reduction: str,
+    normalize: bool,
+    validate: bool,
+    out: Any,
+    measures: bool,
+    axis: Any,
+) -> Any:
+    operands = [_DeviceOperand(x, name) for x, name in zip(arrays, names, strict=True)]
+    prep = _driver.prepare([op.stand_in for op in operands], names, axis)
+    full = (*prep.batch, prep.k)
+    n = math.prod(prep.batch)
+    rows = []
+    for op, view, form in zip(operands, prep.views, forms, strict=True):
+        layout, step = _rows_layout(view, full, op.name)
+        dev = op.view(layout)
+        if validate:
+            _validate_device(
+                dev, step, prep.batch, op.name, form, normalize, prep.compute, measures
+            )
+        rows.append((dev, step))
+    if len(rows) == 1:  # entropy reads p only
+        rows.append(rows[0])
+    (p, ps), (q, qs) = rows
+
+    if reduction != "none":
+        if out is not None:
+            raise ValueError("out: only supported with reduction='none'")
+        values = cuda.device_array(n, np.float64)
+        _launch(div, normalize, p, ps, q, qs, values)
+        total = _device_sum(values)
+        if reduction == "mean":
+            total = total / n if n else math.nan
+        return prep.result.type(total)
+
+    if out is None:
+        flat = cuda.device_array(n, prep.result)
+        _launch(div, normalize, p, ps, q, qs, flat)
+        if not prep.batch:  # one distribution: a numpy scalar, as on the CPU
+            return flat.copy_to_host()[0]
+        return flat.reshape(prep.batch)
+    if not _driver.is_cuda_array(out):
+        # host out: the rows come back into it (the CPU driver checks it)
+        _driver.check_out(out, prep.batch, prep.result, arrays, widen=True)
+        flat = cuda.device_array(n, out.dtype)
+        _launch(div, normalize, p, ps, q, qs, flat)
+        out[...] = flat.copy_to_host().reshape(prep.batch)
+        return out
+    target = _DeviceOperand(out, "out")
+    stand_in = target.stand_in
+    if stand_in.shape != prep.batch:
+        raise ValueError(f"out: expected shape {prep.batch}, got {stand_in.shape}")
+    if stand_in.dtype != prep.result and stand_in.dtype != np.float64:
+        also = " (or float64)" if prep.result != np.float64 else ""
+        raise ValueError(f"out: expected dtype {prep.result}{also}, got {stand_in.dtype}")
+    if target.interface is not None and target.interface["data"][1]:
+        raise ValueError("out: the array is read-only")
+    lo, hi = target.span()
+    for op in operands:
+        a, b = op.span()
+        if a < hi and lo < b:
+            raise ValueError("out: overlaps an input; pass a separate array")
+    if n:
+        batch_stride = _driver._collapsed_stride(prep.batch, stand_in.strides)
+        if batch_stride is None:
+            raise ValueError(
+                f"out: on the GPU it must collapse to one stride (got strides "
+                f"{stand_in.strides}); pass a contiguous array"
+            )
+        layout = as_strided(stand_in, (n,), (batch_stride,))
+        _launch(div, normalize, p, ps, q, qs, target.view(layout))
+    return out
+
+
+# --- streaming host inputs --------------------------------------------------------------------
+
+
+class _Slot:
+    """One stream's staging: pinned host buffers, device buffers, and the chunk in flight."""
+
+    def __init__(self, nbuf: int, rows: int, k: int, dtype: np.dtype, out_dtype: np.dtype) -> None:
+        self.stream = cuda.stream()
+        self.pinned = [cuda.pinned_array((rows, k), dtype) for _ in range(nbuf)]
+        self.device = [cuda.device_array((rows, k), dtype) for _ in range(nbuf)]
+        self.out_pinned = cuda.pinned_array(rows, out_dtype)
+        self.out_device = cuda.device_array(rows, out_dtype)
+        self.pending: tuple[np.ndarray, int, int] | None = None
+
+    def deliver(self) -> None:
+        """Wait for the chunk in flight and hand its rows over."""
+        if self.pending is not None:
+            target, start, stop = self.pending
+            self.stream.synchronize()
+            target[start:stop] = self.out_pinned[: stop - start]
+            self.pending = None
+
+
+class _Streamer:
+    """A ``kernel_call`` for ``_driver.finish``: the rows it is given, through the GPU in
+    chunks on two streams (see the module docstring)."""
+
+    def __init__(self, div: _driver.Divergence, normalize: bool, dtype: np.dtype) -> None:
+        self.div = div
+        self.normalize = normalize
+        self.dtype = dtype
+        self.slots: list[_Slot] = []
+
+    def _slots(self, nbuf: int, rows: int, k: int, out_dtype: np.dtype) -> list[_Slot]:
+        have = self.slots[0] if self.slots else None
+        if (
+            have is None
+            or len(have.pinned) < nbuf
+            or have.pinned[0].shape[0] < rows
+            or have.out_pinned.dtype != out_dtype
+        ):
+            self.slots = [_Slot(nbuf, rows, k, self.dtype, out_dtype) for _ in range(2)]
+        return self.slots
+
+    def __call__(self, bufs: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
+        m_all = target.shape[0]
+        item = self.dtype.itemsize
+        chunk = max(1, min(m_all, STREAM_BYTES // (k * item)))
+        streamed = [i for i, (_, ld) in enumerate(bufs) if ld != 0]
+        slots = self._slots(max(1, len(streamed)), chunk, k, target.dtype)
+        # a repeated row (ld == 0) is sent once
+        fixed = {
+            i: cuda.to_device(np.ascontiguousarray(buf[:k]).reshape(1, k))
+            for i, (buf, ld) in enumerate(bufs)
+            if ld == 0
+        }
+        try:
+            for c, start in enumerate(range(0, m_all, chunk)):
+                slot = slots[c % 2]
+                slot.deliver()  # its previous chunk is done before its buffers are reused
+                stop = min(start + chunk, m_all)
+                m = stop - start
+                args = []
+                for i, (buf, ld) in enumerate(bufs):
+                    if ld == 0:
+                        args.append((fixed[i], 0))
+                        continue
+                    b = streamed.index(i)
+                    host = as_strided(buf[start * ld :], (m, k), (ld * item, item))
+                    np.copyto(slot.pinned[b][:m], host)
+                    dev = slot.device[b][:m]
+                    dev.copy_to_device(slot.pinned[b][:m], stream=slot.stream)
+                    args.append((dev, 1))
+                if len(args) == 1:
+                    args.append(args[0])
+                (p, ps), (q, qs) = args
+                out = slot.out_device[:m]
+                _launch(self.div, self.normalize, p, ps, q, qs, out, slot.stream)
+                out.copy_to_host(slot.out_pinned[:m], stream=slot.stream)
+                slot.pending = (target, start, stop)
+        finally:
+            for slot in slots:
+                slot.deliver()
+
+
+# --- the call ---------------------------------------------------------------------------------
+
+
+def rowwise(
+    div: _driver.Divergence,
+    arrays: Sequence[Any],
+    names: Sequence[str],
+    forms: Sequence[int],
+    *,
+    axis: Any,
+    reduction: str,
+    normalize: bool,
+    validate: bool,
+    out: Any,
+    measures: bool = False,
+) -> Any:
+    """``_driver.rowwise`` on the GPU (its arguments, already parsed)."""
+    require_gpu()
+    if any(_driver.is_cuda_array(x) for x in (*arrays, out)):
+        return _device_call(
+            div, arrays, names, forms, reduction, normalize, validate, out, measures, axis
+        )
+    prep = _driver.prepare(arrays, names, axis)
+    if validate:
+        for view, name, form in zip(prep.views, names, forms, strict=True):
+            _driver.validate_rows(view, name, form, normalize, prep.compute, measures)
+    full = (*prep.batch, prep.k)
+    operands = [
+        _driver.Rows(v if v.shape == full else np.broadcast_to(v, full), prep.compute)
+        for v in prep.views
+    ]
+    call: Callable[..., None] = _Streamer(div, normalize, prep.compute)
+    return _driver.finish(prep, operands, call, reduction, out, arrays)

@@ -1,0 +1,534 @@
+"""The CUDA backend: the row-wise functions on the GPU, against the CPU and the scipy references.
+
+The kernels run on a GPU when one is usable, and under numba's CUDA simulator otherwise
+(``NUMBA_ENABLE_CUDASIM=1 pytest -m cuda``, which .ci/run does); without either, those tests
+skip. The simulator runs each thread as a Python thread, so the shapes are tiny and the launch
+sizes shrunk (``launches``): a few threads per row and per block, two blocks per launch, so that
+every launch has several blocks and a grid-stride loop, and short chunks when streaming host
+inputs. The PTX tests compile the GPU's own kernels (warp shuffles, which the simulator lacks)
+for an H100 without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import types
+import warnings
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import assert_close, divergence_ref, random_probs
+
+import fastkl
+
+SIM = bool(numba.config.ENABLE_CUDASIM)
+
+
+def _no_kernels_reason() -> str | None:
+    if SIM:
+        return None
+    from fastkl.info import cuda_status
+
+    status = cuda_status()
+    return None if status["available"] else status["reason"]
+
+
+NO_KERNELS = _no_kernels_reason()
+kernels = pytest.mark.skipif(
+    NO_KERNELS is not None,
+    reason=f"no usable GPU ({NO_KERNELS}); run `NUMBA_ENABLE_CUDASIM=1 pytest -m cuda`",
+)
+pytestmark = [
+    pytest.mark.cuda,
+    # the simulator computes with numpy scalars, which warn where a GPU returns inf or NaN
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+    # a real GPU: tiny launches are reported as under-occupying it
+    pytest.mark.filterwarnings("ignore:Grid size"),
+]
+
+TWO_SIDED = ["kl_div", "js_div", "js_distance", "sym_kl", "cross_entropy", "generalized_kl"]
+FUNCTIONS = [*TWO_SIDED, "entropy"]
+#: public function -> (its divergence in tests/reference.py, post-processing)
+REFERENCE = {
+    "kl_div": "kl",
+    "js_div": "js",
+    "js_distance": "js",
+    "sym_kl": "sym_kl",
+    "cross_entropy": "cross_entropy",
+    "generalized_kl": "generalized_kl",
+    "entropy": "entropy",
+}
+PAIRS = [("probs", "probs"), ("probs", "logits"), ("log_probs", "probs"), ("logits", "logits")]
+TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-7}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
+N, K, K_LONG = 9, 6, 19  # K rows take a group per row, K_LONG rows a block (WARP_MAX_K = 12)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Small launches (see the module docstring); the kernels' modules, for the tests."""
+    from fastkl import _cuda, _cuda_driver
+
+    if SIM:
+        monkeypatch.setattr(_cuda, "THREADS", 8)
+        monkeypatch.setattr(_cuda, "ROW_THREADS", 4)
+        monkeypatch.setattr(_cuda, "LONG_THREADS", 8)
+    else:
+        monkeypatch.setattr(_cuda, "THREADS", 64)
+        monkeypatch.setattr(_cuda, "LONG_THREADS", 64)
+    monkeypatch.setattr(_cuda, "WARP_MAX_K", 12)
+    monkeypatch.setattr(_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(_cuda, "SUM_ROWS", 4)
+    monkeypatch.setattr(_cuda_driver, "STREAM_BYTES", 2 * K * 8)  # chunks of two rows
+    from numba import cuda
+
+    return types.SimpleNamespace(cuda=cuda, kernels=_cuda, driver=_cuda_driver)
+
+
+def inputs(rng, form, shape, dtype=np.float64):
+    """Rows in ``form``: probabilities, their logs, or their logs shifted per row (logits)."""
+    p = random_probs(rng, shape)
+    if form == "log_probs":
+        p = np.log(p)
+    elif form == "logits":
+        p = np.log(p) + rng.normal(size=(*shape[:-1], 1)) * 3
+    return p.astype(dtype)
+
+
+def call(name, p, q, p_form="probs", q_form="probs", **kw):
+    fn = getattr(fastkl, name)
+    if name == "entropy":
+        return fn(p, p_form=p_form, **kw)
+    return fn(p, q, p_form=p_form, q_form=q_form, **kw)
+
+
+def reference(name, p, q, p_form="probs", q_form="probs", **kw):
+    """The scipy reference in float64 (entropy: of p)."""
+    p64, q64 = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    forms = {"p_form": p_form, "q_form": p_form if name == "entropy" else q_form}
+    out = divergence_ref(REFERENCE[name], p64, p64 if name == "entropy" else q64, **forms, **kw)
+    if name in ("js_div", "js_distance"):
+        out = np.maximum(out, 0.0)
+    return np.sqrt(out) if name == "js_distance" else out
+
+
+def host(x):
+    """A device result on the host (numpy scalars pass through)."""
+    return x.copy_to_host() if hasattr(x, "copy_to_host") else x
+
+
+def matrix():
+    for name in FUNCTIONS:
+        pairs = PAIRS if name != "entropy" else [("probs", None), ("log_probs", None)]
+        for pair in pairs:
+            yield name, pair
+
+
+# --- every function, form and dtype, on device arrays -------------------------------------------
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize(("name", "forms"), list(matrix()), ids=lambda v: str(v))
+def test_device_arrays_match_cpu_and_reference(launches, rng, name, forms, dtype):
+    p_form, q_form = forms
+    q_form = q_form or "probs"
+    p = inputs(rng, p_form, (N, K), dtype)
+    q = inputs(rng, q_form, (N, K), dtype)
+    cuda = launches.cuda
+    got = call(name, cuda.to_device(p), cuda.to_device(q), p_form, q_form)
+    assert got.shape == (N,) and got.dtype == dtype
+    assert not isinstance(got, np.ndarray)  # the rows stay on the device
+    cpu64 = call(name, p.astype(np.float64), q.astype(np.float64), p_form, q_form)
+    assert_close(host(got), cpu64, **TOL[dtype])
+    assert_close(host(got), reference(name, p, q, p_form, q_form), **TOL[dtype])
+
+
+@kernels
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("forms", [("probs", "probs"), ("logits", "logits")], ids=str)
+def test_long_rows_take_a_block_each(launches, rng, name, forms):
+    p = inputs(rng, forms[0], (5, K_LONG))
+    q = inputs(rng, forms[1], (5, K_LONG))
+    cuda = launches.cuda
+    got = host(call(name, cuda.to_device(p), cuda.to_device(q), *forms))
+    assert_close(got, reference(name, p, q, *forms), **TOL[np.float64])
+
+
+# --- exact semantics -----------------------------------------------------------------------------
+
+SPECIAL_P = np.array(
+    [
+        [0.0, 0.5, 0.5, 0.0],  # zeros in p: they weigh nothing
+        [0.5, 0.5, 0.0, 0.0],  # p > 0 where q == 0: +inf for KL
+        [0.0, 0.0, 1.0, 0.0],  # p == q, one-hot: 0
+        [np.nan, 0.5, 0.25, 0.25],  # NaN: the row is NaN
+        [0.25, 0.25, 0.25, 0.25],
+        [1e-320, 0.5, 0.5 - 1e-320, 0.0],  # subnormals
+    ]
+)
+SPECIAL_Q = np.array(
+    [
+        [0.0, 0.5, 0.25, 0.25],
+        [0.25, 0.0, 0.75, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.25, 0.25, 0.25, 0.25],
+        [0.0, 0.0, 0.5, 0.5],
+        [0.5, 1e-310, 0.5, 0.0],
+    ]
+)
+
+
+@kernels
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_zeros_infinities_and_nan_as_on_the_cpu(launches, name):
+    cuda = launches.cuda
+    got = host(call(name, cuda.to_device(SPECIAL_P), cuda.to_device(SPECIAL_Q)))
+    assert_close(got, call(name, SPECIAL_P, SPECIAL_Q), **TOL[np.float64])
+    # logits with -inf (a zero probability) and a NaN
+    lp = np.log(SPECIAL_P[[0, 1, 2, 3, 4]])
+    lq = np.log(SPECIAL_Q[[0, 1, 2, 3, 4]])
+    got = host(call(name, cuda.to_device(lp), cuda.to_device(lq), "logits", "logits"))
+    assert_close(got, call(name, lp, lq, "logits", "logits"), **TOL[np.float64])
+
+
+@kernels
+def test_kl_exact_values_on_the_device(launches):
+    """The semantics themselves, not only agreement with the CPU."""
+    got = host(fastkl.kl_div(launches.cuda.to_device(SPECIAL_P), SPECIAL_Q))
+    assert got[1] == np.inf and got[2] == 0.0 and np.isnan(got[3]) and np.isfinite(got[0])
+
+
+# --- options and layouts -------------------------------------------------------------------------
+
+
+@kernels
+@pytest.mark.parametrize("name", ["kl_div", "js_div", "entropy"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"base": 2.0},
+        {"eps": 1e-3},
+        {"normalize": True},
+        {"eps": 1e-2, "p_form": "logits", "q_form": "log_probs"},
+        {"normalize": True, "p_form": "log_probs", "q_form": "logits"},
+    ],
+    ids=str,
+)
+def test_options(launches, rng, name, options):
+    options = dict(options)
+    p_form, q_form = options.pop("p_form", "probs"), options.pop("q_form", "probs")
+    p = inputs(rng, p_form, (N, K))
+    q = inputs(rng, q_form, (N, K))
+    if options.get("normalize") and p_form == "probs":
+        p, q = p * 3.0, q * 0.5  # unnormalized measures
+    cuda = launches.cuda
+    got = host(call(name, cuda.to_device(p), cuda.to_device(q), p_form, q_form, **options))
+    assert_close(got, call(name, p, q, p_form, q_form, **options), **TOL[np.float64])
+
+
+@kernels
+def test_layouts_axis_and_broadcasting(launches, rng):
+    cuda = launches.cuda
+    p = random_probs(rng, (2, 3, K))
+    q = random_probs(rng, (2, 3, K))
+    want = fastkl.kl_div(p, q)
+    # a 3-d batch
+    assert_close(host(fastkl.kl_div(cuda.to_device(p), cuda.to_device(q))), want, rtol=1e-12)
+    # the distribution axis first (a transposed copy), and Fortran order
+    pt, qt = (
+        np.ascontiguousarray(np.moveaxis(p, -1, 0)),
+        np.ascontiguousarray(np.moveaxis(q, -1, 0)),
+    )
+    got = fastkl.kl_div(cuda.to_device(pt), cuda.to_device(qt), axis=0)
+    assert_close(host(got), want, rtol=1e-12)
+    pf = cuda.to_device(np.asfortranarray(p.reshape(6, K)))
+    assert_close(host(fastkl.kl_div(pf, q.reshape(6, K))), want.reshape(6), rtol=1e-12)
+    # one reference row, on the device or on the host, never expanded
+    row = q[0, 0]
+    want_row = fastkl.kl_div(p, row)
+    assert_close(host(fastkl.kl_div(cuda.to_device(p), cuda.to_device(row))), want_row, rtol=1e-12)
+    assert_close(host(fastkl.kl_div(cuda.to_device(p), row)), want_row, rtol=1e-12)
+    assert_close(host(fastkl.kl_div(row, cuda.to_device(p))), fastkl.kl_div(row, p), rtol=1e-12)
+
+
+@kernels
+def test_float16_and_mixed_dtypes(launches, rng):
+    cuda = launches.cuda
+    p = random_probs(rng, (N, K)).astype(np.float16)
+    q = random_probs(rng, (N, K))
+    got = fastkl.js_div(cuda.to_device(p), cuda.to_device(q.astype(np.float32)))
+    assert got.dtype == np.float32
+    want = fastkl.js_div(p.astype(np.float64), q.astype(np.float32).astype(np.float64))
+    assert_close(host(got), want, rtol=1e-5, atol=1e-7)
+    assert fastkl.kl_div(cuda.to_device(p), cuda.to_device(q)).dtype == np.float64
+
+
+@kernels
+def test_one_row_gives_a_scalar_and_no_rows_an_empty_array(launches, rng):
+    cuda = launches.cuda
+    p, q = random_probs(rng, (K,)), random_probs(rng, (K,))
+    got = fastkl.kl_div(cuda.to_device(p), cuda.to_device(q))
+    assert isinstance(got, np.float64)
+    assert_close(got, fastkl.kl_div(p, q), rtol=1e-12)
+    empty = fastkl.kl_div(cuda.to_device(np.ones((0, K))), cuda.to_device(np.ones((0, K))))
+    assert empty.shape == (0,)
+
+
+# --- reductions and out= -------------------------------------------------------------------------
+
+
+@kernels
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_reductions(launches, rng, reduction):
+    cuda = launches.cuda
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    got = fastkl.sym_kl(cuda.to_device(p), cuda.to_device(q), reduction=reduction)
+    assert isinstance(got, np.float64)
+    assert_close(got, fastkl.sym_kl(p, q, reduction=reduction), rtol=1e-12)
+    again = fastkl.sym_kl(cuda.to_device(p), cuda.to_device(q), reduction=reduction)
+    assert got == again  # a fixed order: the same total on every run
+    f32 = fastkl.kl_div(
+        cuda.to_device(p.astype(np.float32)), q.astype(np.float32), reduction=reduction
+    )
+    assert isinstance(f32, np.float32)
+    none = fastkl.kl_div(cuda.to_device(np.ones((0, K))), np.ones(K), reduction=reduction)
+    assert (none == 0.0) if reduction == "sum" else np.isnan(none)
+
+
+@kernels
+def test_out_on_the_device_and_on_the_host(launches, rng):
+    cuda = launches.cuda
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    want = fastkl.kl_div(p, q)
+    dp, dq = cuda.to_device(p), cuda.to_device(q)
+    out = cuda.device_array(N, np.float64)
+    assert fastkl.kl_div(dp, dq, out=out) is out
+    assert_close(out.copy_to_host(), want, rtol=1e-12)
+    # float64 out for float32 inputs: the unrounded rows
+    out = cuda.device_array(N, np.float64)
+    fastkl.kl_div(cuda.to_device(p.astype(np.float32)), dq, out=out)
+    assert_close(out.copy_to_host(), fastkl.kl_div(p.astype(np.float32), q), rtol=1e-12)
+    # a strided device out: every other element
+    wide = cuda.to_device(np.zeros(2 * N))
+    fastkl.kl_div(dp, dq, out=wide[::2])
+    assert_close(wide.copy_to_host()[::2], want, rtol=1e-12)
+    assert not wide.copy_to_host()[1::2].any()
+    # numpy out with device inputs: the rows come back into it
+    host_out = np.empty(N)
+    assert fastkl.kl_div(dp, dq, out=host_out) is host_out
+    assert_close(host_out, want, rtol=1e-12)
+    # out alone on the device: the host inputs are sent over
+    out = cuda.device_array(N, np.float64)
+    fastkl.kl_div(p, q, out=out)
+    assert_close(out.copy_to_host(), want, rtol=1e-12)
+
+
+@kernels
+def test_bad_out_on_the_device(launches, rng):
+    cuda = launches.cuda
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    dp, dq = cuda.to_device(p), cuda.to_device(q)
+    with pytest.raises(ValueError, match=r"out: expected shape \(9,\)"):
+        fastkl.kl_div(dp, dq, out=cuda.device_array(N + 1))
+    with pytest.raises(ValueError, match="out: expected dtype float64"):
+        fastkl.kl_div(dp, dq, out=cuda.device_array(N, np.float32))
+    with pytest.raises(ValueError, match="out: overlaps an input"):
+        fastkl.kl_div(dp, dq, out=dp[:, 0])
+    with pytest.raises(ValueError, match="out: only supported with reduction='none'"):
+        fastkl.kl_div(dp, dq, out=cuda.device_array(N), reduction="sum")
+
+
+# --- validation and errors -----------------------------------------------------------------------
+
+
+@kernels
+def test_validate_names_the_row_on_the_device(launches, rng, monkeypatch):
+    cuda = launches.cuda
+    # rows are checked on the host three at a time
+    monkeypatch.setattr(fastkl._driver._config, "BLOCK_BYTES", 3 * K * 8)
+    p, q = random_probs(rng, (2, 5, K)), random_probs(rng, (2, 5, K))
+    assert_close(
+        host(fastkl.kl_div(cuda.to_device(p), cuda.to_device(q), validate=True)),
+        fastkl.kl_div(p, q),
+        rtol=1e-12,
+    )
+    p[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"p: row \(1, 2\) contains NaN"):
+        fastkl.kl_div(cuda.to_device(p), cuda.to_device(q), validate=True)
+    q[0, 4] *= 2
+    with pytest.raises(ValueError, match=r"q: row \(0, 4\) sums to (2|1\.99)"):
+        fastkl.js_div(
+            cuda.to_device(random_probs(rng, (2, 5, K))), cuda.to_device(q), validate=True
+        )
+
+
+@kernels
+def test_device_errors(launches, rng):
+    cuda = launches.cuda
+    p = cuda.to_device(random_probs(rng, (2, 3, K)))
+    with pytest.raises(ValueError, match="device: p is a CUDA array but device='cpu'"):
+        fastkl.kl_div(p, np.ones(K) / K, device="cpu")
+    q = cuda.to_device(random_probs(rng, (2, 1, K)))
+    with pytest.raises(ValueError, match="q: on the GPU the dimensions other than"):
+        fastkl.kl_div(p, q)
+    with pytest.raises(TypeError, match="p: expected floating-point values"):
+        fastkl.kl_div(cuda.to_device(np.ones((2, K), np.int64)), np.ones(K))
+    with pytest.raises(ValueError, match="p and q must have the same length"):
+        fastkl.kl_div(p, np.ones(K + 1))
+
+
+# --- host inputs, streamed -----------------------------------------------------------------------
+
+
+@kernels
+@pytest.mark.parametrize("name", ["kl_div", "js_distance", "entropy"])
+def test_host_inputs_are_streamed_in_chunks(launches, rng, name):
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    got = call(name, p, q, device="cuda")
+    assert isinstance(got, np.ndarray)  # host inputs: host results
+    assert_close(got, call(name, p, q), **TOL[np.float64])
+    # one reference row (sent once), float32, Fortran order (staged a block at a time)
+    assert_close(call(name, p, q[0], device="cuda"), call(name, p, q[0]), rtol=1e-12)
+    p32 = np.asfortranarray(p.astype(np.float32))
+    got = call(name, p32, q.astype(np.float32), device="cuda")
+    assert got.dtype == np.float32
+    assert_close(got, call(name, p32.astype(np.float64), q.astype(np.float32)), **TOL[np.float32])
+    # reductions and out=
+    total = call(name, p, q, device="cuda", reduction="mean")
+    assert_close(total, call(name, p, q, reduction="mean"), rtol=1e-12)
+    out = np.empty(N)
+    assert call(name, p, q, device="cuda", out=out) is out
+    assert_close(out, call(name, p, q), rtol=1e-12)
+
+
+@kernels
+def test_streaming_uses_two_streams_and_small_chunks(launches, rng, monkeypatch):
+    """Chunks alternate between two streams, each with its own pinned staging."""
+    seen = []
+    real = launches.driver._launch
+
+    def spy(div, normalize, p, ps, q, qs, out, stream=0):
+        seen.append((id(stream), out.shape[0]))
+        real(div, normalize, p, ps, q, qs, out, stream)
+
+    monkeypatch.setattr(launches.driver, "_launch", spy)
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    assert_close(fastkl.kl_div(p, q, device="cuda"), fastkl.kl_div(p, q), rtol=1e-12)
+    assert [rows for _, rows in seen] == [2, 2, 2, 2, 1]
+    assert len({s for s, _ in seen}) == 2 and seen[0][0] != seen[1][0]
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+
+@kernels
+@settings(max_examples=12, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    k=st.integers(1, 16),
+    name=st.sampled_from(FUNCTIONS),
+    forms=st.sampled_from(PAIRS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gpu_equals_cpu_property(n, k, name, forms, seed):
+    from numba import cuda
+
+    from fastkl import _cuda
+
+    saved = (_cuda.THREADS, _cuda.ROW_THREADS, _cuda.LONG_THREADS, _cuda.MAX_BLOCKS)
+    if SIM:
+        _cuda.THREADS, _cuda.ROW_THREADS, _cuda.LONG_THREADS, _cuda.MAX_BLOCKS = 8, 4, 8, 2
+    try:
+        rng = np.random.default_rng(seed)
+        p = inputs(rng, forms[0], (n, k))
+        q = inputs(rng, forms[1], (n, k))
+        got = host(call(name, cuda.to_device(p), cuda.to_device(q), *forms))
+        assert_close(got, call(name, p, q, *forms), rtol=1e-11, atol=1e-13)
+    finally:
+        _cuda.THREADS, _cuda.ROW_THREADS, _cuda.LONG_THREADS, _cuda.MAX_BLOCKS = saved
+
+
+# --- without a GPU -------------------------------------------------------------------------------
+
+
+def test_device_argument_is_checked():
+    with pytest.raises(ValueError, match="device: expected None, 'cpu' or 'cuda', got 'gpu'"):
+        fastkl.kl_div([0.5, 0.5], [0.5, 0.5], device="gpu")
+    assert fastkl.entropy([0.5, 0.5], device="cpu") == pytest.approx(np.log(2))
+
+
+@pytest.mark.skipif(NO_KERNELS is None, reason="a GPU (or the simulator) is usable here")
+def test_device_cuda_without_a_gpu_says_why():
+    with pytest.raises(RuntimeError, match=r"device='cuda': no usable CUDA GPU \(.+\)"):
+        fastkl.kl_div([0.5, 0.5], [0.5, 0.5], device="cuda")
+
+
+def test_importing_fastkl_never_loads_cuda():
+    code = (
+        "import sys, fastkl, numpy as np\n"
+        "fastkl.kl_div(np.ones((3, 4)) / 4, np.ones(4) / 4)\n"
+        "fastkl.js_div(np.ones((3, 4)) / 4, np.ones(4) / 4, device='cpu')\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the GPU's kernels, compiled for an H100 ----------------------------------------------------
+
+PTX_CASES = [
+    (name, lp, lq, "warp") for name in REFERENCE.values() for lp in (0, 1) for lq in (0, 1)
+]
+PTX_CASES = [*sorted(set(PTX_CASES)), ("kl", 1, 1, "block"), ("js", 0, 0, "block")]
+
+
+@pytest.fixture(scope="module")
+def ptx(request):
+    """compile(kernel, dtype) -> PTX for sm_90, without a GPU (NVVM from the toolkit wheels)."""
+    if SIM:
+        pytest.skip("the simulator compiles nothing")
+    from numba import cuda
+    from numba.core import types as nt
+
+    import fastkl._cuda as _cuda
+
+    dispatcher = importlib.import_module("numba.cuda.dispatcher")
+    mp = pytest.MonkeyPatch()
+    # device functions ask the current GPU for its compute capability: answer for it
+    mp.setattr(
+        dispatcher, "get_current_device", lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    )
+    request.addfinalizer(mp.undo)
+
+    def compile_(kernel, dtype):
+        arr = nt.Array(dtype, 2, "A", readonly=True)
+        sig = (arr, nt.int64, arr, nt.int64, nt.int64, nt.int64, nt.int64, nt.boolean,
+               nt.float64, nt.float64, nt.int64, nt.Array(dtype, 1, "C"))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
+
+    try:  # a small kernel first: is NVVM there at all?
+        rows = nt.Array(nt.float32, 2, "A")
+        sig = (rows, nt.int64, nt.int64, rows)
+        cuda.compile_ptx(_cuda.gather_kernel().py_func, sig, cc=(9, 0))
+    except Exception as exc:
+        if "NVVM" not in str(exc) and "nvvm" not in str(exc):
+            raise
+        pytest.skip(f"NVVM not found ({exc}); install the `cuda` extra")
+    return types.SimpleNamespace(compile=compile_, cuda=_cuda, types=nt)
+
+
+@pytest.mark.parametrize(("name", "log_p", "log_q", "shape"), PTX_CASES, ids=str)
+def test_gpu_kernels_compile_for_an_h100(ptx, name, log_p, log_q, shape):
+    k = 100 if shape == "warp" else 100_000
+    kernel, group, block = ptx.cuda.rows_kernel(name, bool(log_p), bool(log_q), k)
+    assert (group, block) == ((32, 256) if shape == "warp" else (512, 512))
+    code = ptx.compile(kernel, ptx.types.float32)
+    assert "shfl.sync.bfly" in code  # warp shuffles: the reduction the simulator cannot run
+    assert ("bar.sync" in code) == (shape == "block")  # barriers only across a block's warps
+    assert ".target sm_90" in code
