@@ -19,6 +19,7 @@ only in how rows reach a kernel:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -298,6 +299,33 @@ class _Slot:
             self.pending = None
 
 
+_pool: list[list[_Slot]] = []  # idle staging, kept for the next call (pinning memory is slow)
+_pool_lock = threading.Lock()
+POOL_SIZE = 2  # staging sets kept at most
+
+
+def _take_slots(nbuf: int, rows: int, k: int, dtype: np.dtype, out_dtype: np.dtype) -> list[_Slot]:
+    """Two slots that fit (from the pool, or new): each call streams on its own slots."""
+    with _pool_lock:
+        for i, slots in enumerate(_pool):
+            s = slots[0]
+            if (
+                len(s.pinned) == nbuf
+                and s.pinned[0].shape[0] >= rows
+                and s.pinned[0].shape[1] == k
+                and s.pinned[0].dtype == dtype
+                and s.out_pinned.dtype == out_dtype
+            ):
+                return _pool.pop(i)
+    return [_Slot(nbuf, rows, k, dtype, out_dtype) for _ in range(2)]
+
+
+def _give_back(slots: list[_Slot]) -> None:
+    with _pool_lock:
+        _pool.insert(0, slots)
+        del _pool[POOL_SIZE:]
+
+
 class _Streamer:
     """A ``kernel_call`` for ``_driver.finish``: the rows it is given, through the GPU in
     chunks on two streams (see the module docstring)."""
@@ -306,25 +334,13 @@ class _Streamer:
         self.div = div
         self.normalize = normalize
         self.dtype = dtype
-        self.slots: list[_Slot] = []
-
-    def _slots(self, nbuf: int, rows: int, k: int, out_dtype: np.dtype) -> list[_Slot]:
-        have = self.slots[0] if self.slots else None
-        if (
-            have is None
-            or len(have.pinned) < nbuf
-            or have.pinned[0].shape[0] < rows
-            or have.out_pinned.dtype != out_dtype
-        ):
-            self.slots = [_Slot(nbuf, rows, k, self.dtype, out_dtype) for _ in range(2)]
-        return self.slots
 
     def __call__(self, bufs: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
         m_all = target.shape[0]
         item = self.dtype.itemsize
         chunk = max(1, min(m_all, STREAM_BYTES // (k * item)))
         streamed = [i for i, (_, ld) in enumerate(bufs) if ld != 0]
-        slots = self._slots(max(1, len(streamed)), chunk, k, target.dtype)
+        slots = _take_slots(max(1, len(streamed)), chunk, k, self.dtype, target.dtype)
         # a repeated row (ld == 0) is sent once
         fixed = {
             i: cuda.to_device(np.ascontiguousarray(buf[:k]).reshape(1, k))
@@ -356,8 +372,9 @@ class _Streamer:
                 out.copy_to_host(slot.out_pinned[:m], stream=slot.stream)
                 slot.pending = (target, start, stop)
         finally:
-            for slot in slots:
+            for slot in slots:  # no copy may land in a buffer after an error either
                 slot.deliver()
+        _give_back(slots)  # only after a clean run
 
 
 # --- the call ---------------------------------------------------------------------------------

@@ -165,7 +165,8 @@ def score_files(
         Rows per chunk; the default spans 256 MiB of P for .npy inputs (memory-mapped: no
         copies) and 16 MiB otherwise, and at most 1,048,576 rows.
     device : {"cpu", "cuda"}
-        Where the kernels run.
+        Where the kernels run: "cuda" streams each chunk through the GPU (pinned buffers, two
+        CUDA streams); a RuntimeError says why when no GPU is usable.
     progress : callable, optional
         Called with the number of rows after each chunk (a progress bar's ``update``).
     start : callable, optional
@@ -205,19 +206,16 @@ def score_files(
         )
     if device not in DEVICES:
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda":
-        raise RuntimeError(
-            "device: 'cuda' is not available: this build of fastkl has no CUDA backend yet; "
-            "use device 'cpu'"
-        )
     reduction = _driver.parse_reduction(reduction)
     options = {
         "p_form": p_form,
         "q_form": q_form,
         "base": base,
         "eps": eps,
+        "device": device,
     }
-    # Check the options now, on a tiny row, rather than after the output was opened.
+    # Check the options (and with 'cuda', the GPU) now, on a tiny row, rather than after the
+    # output was opened.
     function([1.0], [1.0], **options)
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows <= 0):
         raise ValueError(f"chunk_rows: expected a positive integer, got {chunk_rows!r}")

@@ -532,3 +532,35 @@ def test_gpu_kernels_compile_for_an_h100(ptx, name, log_p, log_q, shape):
     assert "shfl.sync.bfly" in code  # warp shuffles: the reduction the simulator cannot run
     assert ("bar.sync" in code) == (shape == "block")  # barriers only across a block's warps
     assert ".target sm_90" in code
+
+
+# --- fastkl score --device cuda --------------------------------------------------------------
+
+
+@kernels
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_score_files_on_the_gpu(launches, rng, tmp_path, reduction):
+    from fastkl.score import score_files
+
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (1, K))
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    out = str(tmp_path / "js.npy")
+    args = (str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), out)
+    summary = score_files(*args, divergence="js", reduction=reduction, chunk_rows=4, device="cuda")
+    want = fastkl.js_div(p, q[0], reduction=reduction)
+    assert_close(np.load(out), want, rtol=1e-12)
+    assert summary.rows == N
+
+
+@pytest.mark.skipif(NO_KERNELS is None, reason="a GPU (or the simulator) is usable here")
+def test_score_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from fastkl import cli
+
+    np.save(tmp_path / "p.npy", np.full((3, 4), 0.25))
+    out = tmp_path / "out.npy"
+    p = str(tmp_path / "p.npy")
+    code = cli.main(["score", p, p, "-o", str(out), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert err.count("\n") == 1 and "device='cuda': no usable CUDA GPU" in err
