@@ -240,6 +240,16 @@ def bench(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.scale <= 1.0:
         raise ValueError(f"--scale: expected a number in (0, 1], got {args.scale}")
+    if args.device == "cuda":
+        from . import _cuda_bench
+
+        return _cuda_bench.main(
+            repeat=args.repeat,
+            scale=args.scale,
+            peers=not args.no_peers,
+            as_json=args.json,
+            only=args.case,
+        )
     return _bench.main(
         repeat=args.repeat,
         scale=args.scale,
@@ -356,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--case", default=None, help="only cases whose name contains this")
     p_bench.add_argument("--no-peers", action="store_true", help="skip numpy, scipy and torch")
     p_bench.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p_bench.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (the default) or cuda: the GPU cases against copies and torch",
+    )
     p_bench.add_argument(
         "--capi",
         action="store_true",

@@ -564,3 +564,15 @@ def test_score_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
     assert err.count("\n") == 1 and "device='cuda': no usable CUDA GPU" in err
+
+
+@kernels
+def test_bench_device_cuda_runs_every_case(launches, capsys):
+    """The GPU benchmark's code path, on a sliver of each case (timings are for a GPU)."""
+    from fastkl import cli
+
+    assert cli.main(["bench", "--device", "cuda", "--scale", "1e-6", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for case in ("probs f32 10,000,000 x 128", "logits f32 2,048 x 131,072", "host probs"):
+        assert case in out
+    assert "D2D copy" in out and "pinned H2D copy" in out
