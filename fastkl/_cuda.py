@@ -458,7 +458,8 @@ def rows_kernel(name: str, log_p: bool, log_q: bool, k: int) -> tuple[Any, int, 
 
 
 def block_sums_kernel() -> Any:
-    return _kernel(("sums", THREADS), _t_block_sums_cuda, "block_sums_cuda", {"BLOCK": THREADS})
+    bindings = {"BLOCK": THREADS, "SUM_ROWS": SUM_ROWS}
+    return _kernel(("sums", THREADS, SUM_ROWS), _t_block_sums_cuda, "block_sums_cuda", bindings)
 
 
 def gather_kernel() -> Any:

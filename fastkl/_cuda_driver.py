@@ -66,11 +66,23 @@ class _DeviceOperand:
             host = np.ascontiguousarray(_driver.as_float_array(x, name))
             x = cuda.to_device(host)
         self.array = x
-        if _cuda.SIMULATOR:
+        if _cuda.SIMULATOR and not hasattr(type(x), "__cuda_array_interface__"):
             self.stand_in = x._ary  # the simulator's device memory is a numpy array
             self.interface = None
             return
-        cai = x.__cuda_array_interface__
+        try:
+            cai = x.__cuda_array_interface__
+        except Exception as exc:  # torch: "Can't get __cuda_array_interface__ on Variable that
+            # requires grad"
+            raise TypeError(
+                f"{name}: could not read its __cuda_array_interface__ ({exc}); a torch tensor "
+                "that requires grad needs .detach()"
+            ) from None
+        if _cuda.SIMULATOR:
+            raise TypeError(
+                f"{name}: the CUDA simulator reads its own device arrays only (cuda.to_device), "
+                f"not {type(x).__name__}"
+            )
         dtype = np.dtype(cai["typestr"])
         shape = tuple(cai["shape"])
         strides = cai.get("strides")

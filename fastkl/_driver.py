@@ -132,7 +132,10 @@ def is_cuda_array(x: Any) -> bool:
     """Whether ``x`` lives on a GPU: it exposes ``__cuda_array_interface__`` (numba device
     arrays, CuPy arrays, PyTorch CUDA tensors), or it is a device array of numba's CUDA
     simulator (which has no interface). Nothing is imported."""
-    if hasattr(x, "__cuda_array_interface__"):
+    try:
+        if hasattr(x, "__cuda_array_interface__"):
+            return True
+    except Exception:  # on the GPU but not exportable (a torch tensor that requires grad)
         return True
     sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
     return sim is not None and isinstance(x, sim.FakeCUDAArray)

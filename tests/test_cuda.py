@@ -63,7 +63,14 @@ REFERENCE = {
     "generalized_kl": "generalized_kl",
     "entropy": "entropy",
 }
-PAIRS = [("probs", "probs"), ("probs", "logits"), ("log_probs", "probs"), ("logits", "logits")]
+# every form on each side (the options tests add normalized and clipped log forms)
+PAIRS = [
+    ("probs", "probs"),
+    ("probs", "logits"),
+    ("log_probs", "probs"),
+    ("logits", "logits"),
+    ("logits", "log_probs"),
+]
 TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-7}, np.float64: {"rtol": 1e-12, "atol": 1e-14}}
 N, K, K_LONG = 9, 6, 19  # K rows take a group per row, K_LONG rows a block (WARP_MAX_K = 12)
 
@@ -123,7 +130,9 @@ def host(x):
 
 def matrix():
     for name in FUNCTIONS:
-        pairs = PAIRS if name != "entropy" else [("probs", None), ("log_probs", None)]
+        pairs = (
+            PAIRS if name != "entropy" else [(f, None) for f in ("probs", "log_probs", "logits")]
+        )
         for pair in pairs:
             yield name, pair
 
@@ -576,3 +585,17 @@ def test_bench_device_cuda_runs_every_case(launches, capsys):
     for case in ("probs f32 10,000,000 x 128", "logits f32 2,048 x 131,072", "host probs"):
         assert case in out
     assert "D2D copy" in out and "pinned H2D copy" in out
+
+
+class _RequiresGrad:
+    """What a torch CUDA tensor that requires grad does when asked for its interface."""
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+
+@kernels
+def test_an_unexportable_cuda_tensor_is_a_type_error(launches):
+    with pytest.raises(TypeError, match="p: could not read its __cuda_array_interface__"):
+        fastkl.kl_div(_RequiresGrad(), np.full(4, 0.25))
