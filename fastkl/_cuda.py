@@ -365,16 +365,9 @@ def _t_block_sums_cuda(values, sums):
     acc = f64(0.0)
     for j in range(start + tid, stop, BLOCK):
         acc += values[j]
-    sm[tid] = acc
-    cuda.syncthreads()
-    h = BLOCK // 2
-    while h > 0:
-        if tid < h:
-            sm[tid] += sm[tid + h]
-        cuda.syncthreads()
-        h //= 2
+    total = SUM(acc, tid, tid, sm, sm)  # the block is one group: a tree in shared memory
     if tid == 0:
-        sums[b] = sm[0]
+        sums[b] = total
 
 
 def _t_gather_cuda(src, step, start, dst):
@@ -458,7 +451,8 @@ def rows_kernel(name: str, log_p: bool, log_q: bool, k: int) -> tuple[Any, int, 
 
 
 def block_sums_kernel() -> Any:
-    bindings = {"BLOCK": THREADS, "SUM_ROWS": SUM_ROWS}
+    tree = _device_sync(specialize(_t_shared_sum, f"tree_sum_{THREADS}", {"GROUP": THREADS}))
+    bindings = {"BLOCK": THREADS, "SUM_ROWS": SUM_ROWS, "SUM": tree}
     return _kernel(("sums", THREADS, SUM_ROWS), _t_block_sums_cuda, "block_sums_cuda", bindings)
 
 

@@ -240,24 +240,18 @@ def bench(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.scale <= 1.0:
         raise ValueError(f"--scale: expected a number in (0, 1], got {args.scale}")
+    options = {
+        "repeat": args.repeat,
+        "scale": args.scale,
+        "peers": not args.no_peers,
+        "as_json": args.json,
+        "only": args.case,
+    }
     if args.device == "cuda":
         from . import _cuda_bench
 
-        return _cuda_bench.main(
-            repeat=args.repeat,
-            scale=args.scale,
-            peers=not args.no_peers,
-            as_json=args.json,
-            only=args.case,
-        )
-    return _bench.main(
-        repeat=args.repeat,
-        scale=args.scale,
-        peers=not args.no_peers,
-        as_json=args.json,
-        only=args.case,
-        capi=args.capi,
-    )
+        return _cuda_bench.main(**options)
+    return _bench.main(**options, capi=args.capi)
 
 
 def build_capi(args: argparse.Namespace) -> int:
