@@ -286,6 +286,27 @@ def _t_mass_part(x, i, kk, lane):
     return s
 
 
+def _t_side_stat(x, i, kk, lane, tid, sm, sm2, log_side):
+    """What a side's terms need of row i: a log-score side's shift (its log-sum-exp), a
+    probability side's scale (1 / its mass)."""
+    if log_side:
+        m, s = _t_lse_part(x, i, kk, lane)
+        m, s = LSE(m, s, tid, lane, sm, sm2)
+        return m + log(s)
+    return 1.0 / SUM(_t_mass_part(x, i, kk, lane), tid, lane, sm, sm2)
+
+
+def _t_read(x, i, j, a, lo, hi, log_side):
+    """Element j of row i as (probability, log): a log-score shifted by ``a``, or a
+    probability scaled by ``a``, then clipped (infinite bounds clip nothing and keep NaN).
+    A probability's log is taken only where the term reads it."""
+    if log_side:
+        lx = clip(f64(x[i, j]) - a, lo, hi)
+        return exp(lx), lx
+    px = clip(f64(x[i, j]) * a, lo, hi)
+    return px, (log(px) if NEEDS_LOG else px)
+
+
 def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, divisor, post, out):
     """out[i] = D(p[i * p_step] || q[i * q_step]) / divisor, then ``post``: a group of GROUP
     threads per row, rows in a grid-stride loop (see the module docstring)."""
@@ -306,19 +327,9 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         a_p = f64(0.0) if LOG_P else f64(1.0)
         a_q = f64(0.0) if LOG_Q else f64(1.0)
         if stat_p:
-            if LOG_P:
-                m, s = _t_lse_part(p, ip, kk, lane)
-                m, s = LSE(m, s, tid, lane, sm, sm2)
-                a_p = m + log(s)
-            else:
-                a_p = 1.0 / SUM(_t_mass_part(p, ip, kk, lane), tid, lane, sm, sm2)
+            a_p = _t_side_stat(p, ip, kk, lane, tid, sm, sm2, LOG_P)
         if HAS_Q and stat_q:
-            if LOG_Q:
-                m, s = _t_lse_part(q, iq, kk, lane)
-                m, s = LSE(m, s, tid, lane, sm, sm2)
-                a_q = m + log(s)
-            else:
-                a_q = 1.0 / SUM(_t_mass_part(q, iq, kk, lane), tid, lane, sm, sm2)
+            a_q = _t_side_stat(q, iq, kk, lane, tid, sm, sm2, LOG_Q)
         # clipping bounds: [eps, 1] for probabilities, [log eps, 0] for log-probabilities
         lo_p, hi_p, lo_q, hi_q = -math.inf, math.inf, -math.inf, math.inf
         if eps > 0.0:
@@ -327,21 +338,11 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         # 2. the terms, in float64
         acc = f64(0.0)
         for j in range(lane, kk, GROUP):
-            if LOG_P:
-                lpj = clip(f64(p[ip, j]) - a_p, lo_p, hi_p)
-                pj = exp(lpj)
-            else:
-                pj = clip(f64(p[ip, j]) * a_p, lo_p, hi_p)
-                lpj = log(pj) if NEEDS_LOG else pj
+            pj, lpj = _t_read(p, ip, j, a_p, lo_p, hi_p, LOG_P)
             qj = f64(1.0)
             lqj = f64(0.0)
             if HAS_Q:
-                if LOG_Q:
-                    lqj = clip(f64(q[iq, j]) - a_q, lo_q, hi_q)
-                    qj = exp(lqj)
-                else:
-                    qj = clip(f64(q[iq, j]) * a_q, lo_q, hi_q)
-                    lqj = log(qj) if NEEDS_LOG else qj
+                qj, lqj = _t_read(q, iq, j, a_q, lo_q, hi_q, LOG_Q)
             acc += TERM(pj, qj, lpj, lqj)
         v = SUM(acc, tid, lane, sm, sm2)
         if lane == 0 and i < n:
@@ -430,6 +431,7 @@ def rows_kernel(name: str, log_p: bool, log_q: bool, k: int) -> tuple[Any, int, 
     group, block = row_shape(k)
     key = ("rows", name, log_p, log_q, group, block)
     if key not in _KERNELS:
+        tag = f"{name}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}_{group}_{block}"
         bindings = _reductions(group, block)
         bindings.update(
             {
@@ -441,11 +443,10 @@ def rows_kernel(name: str, log_p: bool, log_q: bool, k: int) -> tuple[Any, int, 
                 "POST_SQRT": POST_SQRT,
             }
         )
-        for helper in (_t_lse_part, _t_mass_part):
+        for helper in (_t_lse_part, _t_mass_part, _t_read, _t_side_stat):
             bindings[helper.__name__] = _device(
-                specialize(helper, f"{helper.__name__[3:]}_{group}", bindings)
+                specialize(helper, f"{helper.__name__[3:]}_{tag}", bindings)
             )
-        tag = f"{name}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}_{group}_{block}"
         _kernel(key, _t_rows_cuda, f"{tag}_rows_cuda", bindings)
     return _KERNELS[key], group, block
 
