@@ -11,15 +11,7 @@ import fastkl
 
 from .common import rows_in_form
 
-FUNCTIONS = [
-    "kl_div",
-    "js_div",
-    "js_distance",
-    "sym_kl",
-    "cross_entropy",
-    "entropy",
-    "generalized_kl",
-]
+FUNCTIONS = "kl_div js_div js_distance sym_kl cross_entropy entropy generalized_kl".split()
 #: (rows, k): many short rows, and long rows (LLM vocabularies)
 GPU_SHAPES = {"1000000x128": (1_000_000, 128), "256x131072": (256, 131_072)}
 
