@@ -117,8 +117,10 @@ class _FastklCacheLocator(_caching._CacheLocator):
         self._py_file = py_file  # numba's warnings name it
         self._lineno = py_func.__code__.co_firstlineno
         self._capi = capi
-        public = not (capi or os.path.basename(py_file).startswith("_"))
-        self._own = _source_fingerprint([os.path.abspath(py_file)]) if public else ""
+        name = os.path.basename(py_file)
+        # a module outside the shared fingerprint (public ones, the CUDA path's) adds its own
+        own = not capi and (not name.startswith("_") or name.startswith("_cuda"))
+        self._own = _source_fingerprint([os.path.abspath(py_file)]) if own else ""
 
     @classmethod
     def _resolve(cls) -> str | None:

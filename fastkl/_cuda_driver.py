@@ -10,10 +10,10 @@ only in how rows reach a kernel:
   ``(rows, k)`` with any strides: a broadcast reference row is one row read by every group,
   never expanded. The rows stay on the device (a numba device array, or ``out=`` any CUDA
   array); a reduction sums them on the device in fixed blocks and returns a numpy scalar.
-* **Host inputs** are streamed: row chunks are copied into pinned staging buffers, sent on two
-  CUDA streams in turn (one chunk's copies overlap the other's kernel), scored, and the rows
-  copied back, so inputs larger than the GPU's memory work. The CPU driver's ``finish`` owns
-  the result (``out=``, the reductions), as for its own kernels.
+* **Host inputs** are streamed: row chunks are copied (on every core) into pinned staging
+  buffers, sent on two CUDA streams in turn (one chunk's copies overlap the other's kernel),
+  scored, and the rows copied back, so inputs larger than the GPU's memory work. The CPU
+  driver's ``finish`` owns the result (``out=``, the reductions), as for its own kernels.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numba import cuda
+from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from . import _cuda, _driver
+from ._config import JIT_OPTIONS
 from ._math import PROBS
+
+_STAGE = dict(JIT_OPTIONS, parallel=True, cache=True)
 
 #: Bytes of one operand's chunk when streaming host inputs (two chunks in flight per operand).
 STREAM_BYTES = 1 << 25
@@ -291,6 +294,16 @@ def _device_call(
 # --- streaming host inputs --------------------------------------------------------------------
 
 
+@njit(**_STAGE)
+def _stage_rows(src, ld, k, dst):
+    """dst[r] = src[r * ld : r * ld + k]: host rows into pinned staging on every core (one
+    thread's memcpy is slower than a PCIe link, and would be the pipeline's bottleneck)."""
+    for r in prange(dst.shape[0]):
+        base = r * ld
+        for j in range(k):
+            dst[r, j] = src[base + j]
+
+
 class _Slot:
     """One stream's staging: pinned host buffers, device buffers, and the chunk in flight."""
 
@@ -371,8 +384,7 @@ class _Streamer:
                         args.append((fixed[i], 0))
                         continue
                     b = streamed.index(i)
-                    host = as_strided(buf[start * ld :], (m, k), (ld * item, item))
-                    np.copyto(slot.pinned[b][:m], host)
+                    _stage_rows(buf[start * ld :], ld, k, slot.pinned[b][:m])
                     dev = slot.device[b][:m]
                     dev.copy_to_device(slot.pinned[b][:m], stream=slot.stream)
                     args.append((dev, 1))

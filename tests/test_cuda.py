@@ -12,6 +12,7 @@ for an H100 without a GPU.
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import types
@@ -526,9 +527,9 @@ def ptx(request):
         sig = (rows, nt.int64, nt.int64, rows)
         cuda.compile_ptx(_cuda.gather_kernel().py_func, sig, cc=(9, 0))
     except Exception as exc:
-        if "NVVM" not in str(exc) and "nvvm" not in str(exc):
+        if os.environ.get("CI"):  # the test extra installs the compilers: CI must not skip
             raise
-        pytest.skip(f"NVVM not found ({exc}); install the `cuda` extra")
+        pytest.skip(f"no CUDA compiler ({exc}); install the `test` or `cuda` extra")
     return types.SimpleNamespace(compile=compile_, cuda=_cuda, types=nt)
 
 
