@@ -40,6 +40,7 @@ from numba import cuda
 
 from . import _math
 from ._config import compile_scalars, specialize
+from ._cpu_family import POST_NONE, POST_SQRT  # the row post-processing codes
 from ._math import LOGITS
 
 #: Whether kernels run in numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
@@ -126,9 +127,6 @@ DIVERGENCES = {
     "entropy": (_D.entropy_term, False, True),
     "generalized_kl": (_D.generalized_kl_term, True, True),
 }
-
-POST_CLAMP = 1  # the codes of _cpu_family (kept equal; not imported: no CPU kernels here)
-POST_SQRT = 2
 
 
 def _device(fn: Any) -> Any:
@@ -347,7 +345,7 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         v = SUM(acc, tid, lane, sm, sm2)
         if lane == 0 and i < n:
             v = v / divisor
-            if post != 0:
+            if post != POST_NONE:
                 v = 0.0 if v < 0.0 else v  # rounding below 0; NaN stays NaN
                 if post == POST_SQRT:
                     v = math.sqrt(v)
@@ -440,7 +438,6 @@ def rows_kernel(name: str, log_p: bool, log_q: bool, k: int) -> tuple[Any, int, 
                 "HAS_Q": has_q,
                 "NEEDS_LOG": needs_log,
                 "TERM": term,
-                "POST_SQRT": POST_SQRT,
             }
         )
         for helper in (_t_lse_part, _t_mass_part, _t_read, _t_side_stat):
