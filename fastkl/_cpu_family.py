@@ -46,7 +46,7 @@ from ._cpu import (
     log_core,
     max_nan,
 )
-from ._math import LOGITS
+from ._math import LOGITS, POST_CLAMP, POST_NONE, POST_SQRT  # noqa: F401  (the codes' home)
 
 log_ratio_core = _simd.log_ratio_core
 
@@ -60,11 +60,6 @@ DIVERGENCES = {
 }
 
 FAM_BLOCK = 64  # rows per parallel task (they share one scratch row for exponentials)
-
-#: Row post-processing codes of the family kernels.
-POST_NONE = 0
-POST_CLAMP = 1  # max(value, 0), NaN kept: Jensen-Shannon is >= 0 for any nonnegative measures
-POST_SQRT = 2  # sqrt of the clamped value: the Jensen-Shannon distance
 
 
 @njit(**_HELPER)
@@ -122,6 +117,7 @@ LOG_Q = False
 HAS_Q = True
 TERM = _S.js_term
 TERM_FAST = _S.js_term_fast
+FINISH = _S.finish_row
 
 
 def _t_fam_seg(p, q, ep, eq, ap, cp, ip, aq, cq, iq, lo, hi):
@@ -244,12 +240,7 @@ def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post
                 )
             if not abs(v) < np.inf:
                 v = _t_fam_exact(pr, qr, p_form, q_form, normalize, eps)
-            v = v / divisor
-            if post != POST_NONE:
-                v = 0.0 if v < 0.0 else v  # rounding below 0; NaN stays NaN
-                if post == POST_SQRT:
-                    v = np.sqrt(v)
-            out[i] = v
+            out[i] = FINISH(v / divisor, post)
 
 
 SEG_SUM = _t_fam_seg  # bound per specialization

@@ -40,7 +40,6 @@ from numba import cuda
 
 from . import _math
 from ._config import compile_scalars, specialize
-from ._cpu_family import POST_NONE, POST_SQRT  # the row post-processing codes
 from ._math import LOGITS
 
 #: Whether kernels run in numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
@@ -103,6 +102,7 @@ else:
     log, exp, f64 = math.log, math.exp, numba.float64
 
 clip = _D.clip
+FINISH = _D.finish_row  # clamp at 0, or the square root of a distance
 
 
 KL = _D.kl_term  # bound per form pair in _term
@@ -344,12 +344,7 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
             acc += TERM(pj, qj, lpj, lqj)
         v = SUM(acc, tid, lane, sm, sm2)
         if lane == 0 and i < n:
-            v = v / divisor
-            if post != POST_NONE:
-                v = 0.0 if v < 0.0 else v  # rounding below 0; NaN stays NaN
-                if post == POST_SQRT:
-                    v = math.sqrt(v)
-            out[i] = v
+            out[i] = FINISH(v / divisor, post)
 
 
 def _t_block_sums_cuda(values, sums):

@@ -533,7 +533,7 @@ class Divergence:
     q_form: int
     eps: float  # 0.0: no clipping
     divisor: float  # log(base)
-    post: int  # a POST_* code of _cpu_family (clamp, sqrt)
+    post: int  # a POST_* code of _math (clamp, sqrt)
 
 
 def rowwise(

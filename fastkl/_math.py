@@ -15,7 +15,7 @@ Exact semantics, shared by every path:
 * never a NaN from ``0 * log 0`` or ``0 * (-inf)``.
 """
 
-from math import exp, expm1, inf, log, nan  # noqa: F401  (exp and log are rebound per target)
+from math import exp, expm1, inf, log, nan, sqrt  # noqa: F401  (exp and log: rebound per target)
 
 # ``log_core`` is a log that only needs to be right for positive normal finite inputs (the CPU
 # binds a vectorizable polynomial without special-value handling); by default the full log.
@@ -28,6 +28,7 @@ __all__ = [
     "cross_entropy_term_fast",
     "entropy_term",
     "entropy_term_fast",
+    "finish_row",
     "gaussian_term",
     "generalized_kl_term",
     "generalized_kl_term_fast",
@@ -208,6 +209,22 @@ def generalized_kl_term(p, q, lp, lq):
 def generalized_kl_term_fast(p, q, lp, lq, lr):
     """:func:`generalized_kl_term` for the vector loop."""
     return ratio_guard(p * lr - p + q, p, q)
+
+
+# Row post-processing codes of the family (the argument ``post`` of every target's kernels).
+POST_NONE = 0
+POST_CLAMP = 1  # max(value, 0), NaN kept: Jensen-Shannon is >= 0 for any nonnegative measures
+POST_SQRT = 2  # sqrt of the clamped value: the Jensen-Shannon distance
+
+
+def finish_row(v, post):
+    """A row's value after ``post``: rounding below 0 clamped (NaN stays NaN), then the square
+    root for a distance."""
+    if post != POST_NONE:
+        v = 0.0 if v < 0.0 else v
+        if post == POST_SQRT:
+            v = sqrt(v)
+    return v
 
 
 # --- closed forms -----------------------------------------------------------------------------
