@@ -31,8 +31,16 @@ same per-lane work, testable in CI.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 from typing import Any
+
+try:  # numba's own numba.cuda is deprecated and lacks what the kernels use
+    NUMBA_CUDA_VERSION = importlib.metadata.version("numba-cuda")
+except importlib.metadata.PackageNotFoundError:
+    raise ImportError(
+        "the CUDA backend needs NVIDIA's numba-cuda: pip install 'fastkl[cuda]'"
+    ) from None
 
 import numba
 import numpy as np

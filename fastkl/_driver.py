@@ -558,7 +558,10 @@ def rowwise(
     """
     reduction = parse_reduction(reduction)
     if choose_device(device, arrays, names, out) == "cuda":
-        from . import _cuda_driver  # numba.cuda is imported here, not with fastkl
+        try:
+            from . import _cuda_driver  # numba.cuda is imported here, not with fastkl
+        except ImportError as exc:
+            raise RuntimeError(f"device='cuda': {exc}") from None
 
         assert divergence is not None, "a row-wise function without a CUDA kernel"
         return _cuda_driver.rowwise(

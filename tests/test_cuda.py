@@ -600,3 +600,23 @@ class _RequiresGrad:
 def test_an_unexportable_cuda_tensor_is_a_type_error(launches):
     with pytest.raises(TypeError, match="p: could not read its __cuda_array_interface__"):
         fastkl.kl_div(_RequiresGrad(), np.full(4, 0.25))
+
+
+def test_device_cuda_without_numba_cuda_says_how_to_install():
+    code = (
+        "import importlib.metadata as md\n"
+        "real = md.version\n"
+        "def version(name):\n"
+        "    if name == 'numba-cuda':\n"
+        "        raise md.PackageNotFoundError(name)\n"
+        "    return real(name)\n"
+        "md.version = version\n"
+        "import fastkl\n"
+        "try:\n"
+        "    fastkl.kl_div([0.5, 0.5], [0.5, 0.5], device='cuda')\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "device='cuda': the CUDA backend needs NVIDIA's numba-cuda" in run.stdout
+    assert "pip install 'fastkl[cuda]'" in run.stdout
