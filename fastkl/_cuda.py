@@ -397,7 +397,7 @@ def _kernel(key: tuple[Any, ...], template: Any, name: str, bindings: dict[str, 
 def _reductions(group: int, block: int) -> dict[str, Any]:
     """The reductions a group of ``group`` threads in blocks of ``block`` uses, and the shared
     scratch they need."""
-    b = {"GROUP": group, "BLOCK": block, "WARP": WARP}
+    b = {"GROUP": group, "BLOCK": block}
     if SIMULATOR:
         fns = (_t_shared_sum, _t_shared_lse)
         b["SHARED"] = block

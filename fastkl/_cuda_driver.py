@@ -94,8 +94,9 @@ class _DeviceOperand:
         if any(s < 0 for s in strides):
             raise ValueError(f"{name}: negative strides are not supported on the GPU")
         self.interface = cai
-        # Never read: only the layout matters (one element, so it is cheap and valid).
-        self.stand_in = as_strided(np.zeros(1, dtype), shape, strides, writeable=False)
+        # Never read or written: only the layout (and whether it is writable) matters.
+        writeable = not cai["data"][1]
+        self.stand_in = as_strided(np.zeros(1, dtype), shape, strides, writeable=writeable)
 
     def view(self, layout: np.ndarray) -> Any:
         """The device array with ``layout``'s shape and strides (a view of the stand-in)."""
@@ -198,7 +199,7 @@ def _validate_device(
     """The driver's row checks on device rows, copied to the host a bounded block at a time."""
     count, k = math.prod(batch), rows.shape[1]
     count = count if step else min(count, 1)  # a repeated row is checked once
-    block = max(1, _driver._config.BLOCK_BYTES // (k * rows.dtype.itemsize))
+    block = _driver.block_rows(k, rows.dtype)
     staging = cuda.device_array((min(block, count), k), rows.dtype)
     for start in range(0, count, block):
         m = min(block, count - start)
@@ -267,13 +268,9 @@ def _device_call(
         return out
     target = _DeviceOperand(out, "out")
     stand_in = target.stand_in
-    if stand_in.shape != prep.batch:
-        raise ValueError(f"out: expected shape {prep.batch}, got {stand_in.shape}")
-    if stand_in.dtype != prep.result and stand_in.dtype != np.float64:
-        also = " (or float64)" if prep.result != np.float64 else ""
-        raise ValueError(f"out: expected dtype {prep.result}{also}, got {stand_in.dtype}")
-    if target.interface is not None and target.interface["data"][1]:
-        raise ValueError("out: the array is read-only")
+    # shape, dtype and read-only as for a numpy out (the stand-in has out's layout and flags);
+    # overlap by the device addresses, which the stand-ins do not share
+    _driver.check_out(stand_in, prep.batch, prep.result, (), widen=True)
     lo, hi = target.span()
     for op in operands:
         a, b = op.span()

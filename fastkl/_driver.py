@@ -184,6 +184,11 @@ def _collapsed_stride(shape: Sequence[int], strides: Sequence[int]) -> int | Non
     return dims[-1][1]
 
 
+def block_rows(k: int, dtype: np.dtype) -> int:
+    """Rows of length k in one staged block (BLOCK_BYTES)."""
+    return max(1, _config.BLOCK_BYTES // (k * dtype.itemsize))
+
+
 class Rows:
     """``n`` distributions of length ``k`` (a view of shape ``batch + (k,)``), as kernel rows."""
 
@@ -242,7 +247,7 @@ class Rows:
         return self.flat is not None
 
     def block_rows(self) -> int:
-        return max(1, _config.BLOCK_BYTES // (self.k * self.dtype.itemsize))
+        return block_rows(self.k, self.dtype)
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, int]:
         """Rows ``start:stop`` as (1-D buffer, ld): a view if direct, else a staged copy."""

@@ -174,7 +174,9 @@ def kl_div(
         validate=validate,
         out=out,
         device=device,
-        divergence=_driver.Divergence("kl", p_code, q_code, eps_value, divisor, 0),
+        divergence=_driver.Divergence(
+            "kl", p_code, q_code, eps_value, divisor, _cpu_family.POST_NONE
+        ),
     )
 
 
