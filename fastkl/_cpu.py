@@ -50,9 +50,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import _math, _simd
+from . import _config, _math, _simd
 from ._config import FASTMATH, JIT_OPTIONS, compile_scalars, specialize
 from ._math import LOGITS, PROBS
+
+
+@njit(**dict(JIT_OPTIONS, fastmath=False))
+def exact_div(x, a):
+    """``x / a`` as one IEEE division: no fastmath, whose ``arcp`` would multiply by ``1 / a``,
+    which overflows to inf for a subnormal ``a`` (a row whose total is subnormal)."""
+    return x / a
+
 
 _S = compile_scalars(
     _math,
@@ -64,6 +72,7 @@ _S = compile_scalars(
         "log_ratio_core": _simd.log_ratio_core,
         "ratio_guard": _simd.ratio_guard,
         "like": _simd.like,
+        "exact_div": exact_div,
     },
 )
 clip = _S.clip
@@ -87,7 +96,7 @@ FLAT_BLOCK_ROWS = 512
 ROW_BLOCK = 64  # rows whose finish is one vectorized loop (_t_kl_rows)
 MIN_NORMAL_F64 = float(np.finfo(np.float64).tiny)
 
-_KERNEL = dict(JIT_OPTIONS, parallel=True, cache=True)
+_KERNEL = dict(JIT_OPTIONS, parallel=True, cache=_config.CACHE)
 # Loop structure is inlined at the numba IR level: a call per segment of 64 elements would
 # cost more than the segment. Leaves (log, exp, the scalar terms) and the rarely taken exact
 # path are ordinary calls, which keeps the IR, and the compile time, small.
@@ -131,11 +140,12 @@ def _row_logsumexp_exact(x):
 def _read_as(x, form, normalize, eps):
     """How to read row ``x`` exactly: (a, lo, hi).
 
-    Probabilities are ``clip(x * a, lo, hi)``; log-probabilities (log forms) are
-    ``clip(x - a, lo, hi)``. Infinite bounds clip nothing and keep NaN.
+    Probabilities are ``clip(x / a, lo, hi)``; log-probabilities (log forms) are
+    ``clip(x - a, lo, hi)``. Infinite bounds clip nothing and keep NaN. (A division, not a
+    product with 1 / a: a subnormal total's reciprocal overflows to inf.)
     """
     if form == PROBS:
-        a = 1.0 / _row_sum_exact(x) if normalize else 1.0
+        a = _row_sum_exact(x) if normalize else 1.0
         if eps > 0.0:
             return a, eps, 1.0
         return a, -np.inf, np.inf
@@ -238,14 +248,19 @@ def _seg_lp(zp, q, mp, aq, lo, hi):
     one = like(zp[0], 1.0)
     low = like(zp[0], -1e4)  # exp(low) is 0: a log-probability of -inf weighs 0, not NaN
     tiny = like(zp[0], 1.1754943508222875e-38)  # float32's smallest normal
+    huge = like(zp[0], np.inf)
     sp = zero
     w = zero
     chk = zero
     for j in range(zp.shape[0]):
         dp = zp[j] - mp
-        e = exp_core(dp)
+        e = exp_core(dp)  # right for dp <= 0 only: a log-probability above 0 is flagged below
         qj = q[j] * aq
-        chk += (qj - abs(qj)) + (one if qj < tiny else zero)
+        # 1 unless q is normal, positive and finite (log_core's domain), 1 where a log p is
+        # above 0: counts, never negative, so no two cancel (a -1 for a negative q and a +1
+        # for it being below tiny once summed to 0 and let a negative q through as a number).
+        # Compares, not arithmetic: (q - q) was to be NaN for q = inf, and it folds to 0.
+        chk += (zero if (qj >= tiny and qj < huge) else one) + (one if dp > zero else zero)
         sp += e
         w += kl_term_log_fast(e, low if dp < low else dp, log_core(qj))
     return np.float64(w), np.float64(chk), np.float64(sp), 0.0
@@ -253,19 +268,25 @@ def _seg_lp(zp, q, mp, aq, lo, hi):
 
 @njit(**_HELPER)
 def _seg_ll(zp, zq, mp, mq, lo, hi):
-    """Both sides log-scores, shifted by their maxima."""
+    """Both sides log-scores, shifted by their maxima (log-probabilities: by 0)."""
+    zero = like(zp[0], 0.0)
+    one = like(zp[0], 1.0)
     low = like(zp[0], -1e4)
-    sp = like(zp[0], 0.0)
-    sq = like(zp[0], 0.0)
-    w = like(zp[0], 0.0)
+    sp = zero
+    sq = zero
+    w = zero
+    chk = zero
     for j in range(zp.shape[0]):
         dp = zp[j] - mp
         dq = zq[j] - mq
         e = exp_core(dp)
         sp += e
-        sq += exp_core(dq)
+        sq += exp_core(dq)  # a mass only for logits, whose dq <= 0
+        # exp_core is right for dp <= 0 only: a log-probability above 0 (p > 1, which
+        # overflows float32 from 89 on) sends the row to the exact path
+        chk += one if dp > zero else zero
         w += kl_term_log_fast(e, low if dp < low else dp, dq)
-    return np.float64(w), 0.0, np.float64(sp), np.float64(sq)
+    return np.float64(w), np.float64(chk), np.float64(sp), np.float64(sq)
 
 
 def _t_seg_stats(p, q, stat_p, stat_q):
@@ -414,15 +435,17 @@ def _t_exact_row(p, q, p_form, q_form, normalize, eps):
     acc = 0.0
     if not LOG_P and not LOG_Q:
         for j in range(p.shape[0]):
-            acc += kl_term(clip(p[j] * pa, plo, phi), clip(q[j] * qa, qlo, qhi))
+            acc += kl_term(
+                clip(exact_div(p[j], pa), plo, phi), clip(exact_div(q[j], qa), qlo, qhi)
+            )
     elif not LOG_P:
         for j in range(p.shape[0]):
-            pj = clip(p[j] * pa, plo, phi)
+            pj = clip(exact_div(p[j], pa), plo, phi)
             acc += kl_term_log(pj, log(pj), clip(q[j] - qa, qlo, qhi))
     elif not LOG_Q:
         for j in range(p.shape[0]):
             lp = clip(p[j] - pa, plo, phi)
-            acc += kl_term_log(exp(lp), lp, log(clip(q[j] * qa, qlo, qhi)))
+            acc += kl_term_log(exp(lp), lp, log(clip(exact_div(q[j], qa), qlo, qhi)))
     else:
         for j in range(p.shape[0]):
             lp = clip(p[j] - pa, plo, phi)
@@ -722,7 +745,8 @@ def kl_kernel(
     p_form: int, q_form: int, n: int, k: int, ldp: int, ldq: int, normalize: bool, eps: float
 ):
     """The kernel for one call and its leading arguments (the driver adds the rest)."""
-    mode = kl_mode.py_func(p_form, q_form, k, ldp, ldq, normalize, eps)
+    # the plain function (under NUMBA_DISABLE_JIT, njit returns it as is)
+    mode = getattr(kl_mode, "py_func", kl_mode)(p_form, q_form, k, ldp, ldq, normalize, eps)
     if mode == MODE_FLAT:
         return "flat", _FLAT_KERNELS[k - 1]
     family = KL_KERNELS[(p_form != PROBS, q_form != PROBS)]

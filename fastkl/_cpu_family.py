@@ -39,6 +39,7 @@ from ._cpu import (
     _row_mass,
     _row_max,
     clip,
+    exact_div,
     exp,
     exp_core,
     like,
@@ -64,14 +65,23 @@ FAM_BLOCK = 64  # rows per parallel task (they share one scratch row for exponen
 
 @njit(**_HELPER)
 def _seg_exp_store(x, m, e):
-    """e[j] = exp(x[j] - m) for a segment; returns their sum in float64."""
-    s = like(x[0], 0.0)
+    """e[j] = exp(x[j] - m) for a segment; returns their sum in float64, or NaN where an
+    x[j] - m is above 0: exp_core is right for x - m <= 0 only, and an unshifted
+    log-probability above 0 (p > 1, which overflows float32 from 89 on) must go to the exact
+    path."""
+    above = like(x[0], 0.0)
     mm = like(x[0], m)
     for j in range(x.shape[0]):
-        t = exp_core(x[j] - mm)
-        e[j] = t
-        s += t
-    return np.float64(s)
+        d = x[j] - mm
+        e[j] = exp_core(d)
+        above += like(x[0], 1.0) if d > like(x[0], 0.0) else like(x[0], 0.0)  # exact count
+    # The sum is a second loop, which stores nothing: a loop that both stores and reduces
+    # is vectorized or not by a runtime check of how far apart e and x lie in memory, and
+    # the two paths add in different orders (rows differed by an ulp from call to call).
+    s = like(x[0], 0.0)
+    for j in range(x.shape[0]):
+        s += e[j]
+    return np.float64(s) if above == 0.0 else np.nan
 
 
 @njit(**_HELPER)
@@ -93,7 +103,8 @@ def _row_exp(x, e, shift):
         e_ = min(s + SEG, k)
         acc += _seg_exp_store(x[s:e_], m, e[s:e_])
     if not shift:
-        return 0.0, 0.0, 1.0
+        # NaN (a NaN, or a log-probability above 0) poisons the fast sum: the exact path
+        return 0.0, 0.0, (1.0 if acc == acc else np.nan)
     return m, log(acc), 1.0 / acc
 
 
@@ -200,7 +211,7 @@ def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
             lp = clip(p[j] - pa, plo, phi)
             pj = exp(lp)
         else:
-            pj = clip(p[j] * pa, plo, phi)
+            pj = clip(exact_div(p[j], pa), plo, phi)
             lp = log(pj)
         qj, lq = 1.0, 0.0
         if HAS_Q:
@@ -208,7 +219,7 @@ def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
                 lq = clip(q[j] - qa, qlo, qhi)
                 qj = exp(lq)
             else:
-                qj = clip(q[j] * qa, qlo, qhi)
+                qj = clip(exact_div(q[j], qa), qlo, qhi)
                 lq = log(qj)
         acc += TERM(pj, qj, lp, lq)
     return acc

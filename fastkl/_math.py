@@ -28,6 +28,7 @@ __all__ = [
     "cross_entropy_term_fast",
     "entropy_term",
     "entropy_term_fast",
+    "exact_div",
     "finish_row",
     "gaussian_term",
     "generalized_kl_term",
@@ -71,6 +72,13 @@ def like(x, value):
     """``value`` in x's floating type. A target binds its own (on the CPU a float literal
     would otherwise promote float32 arithmetic to float64 and halve the vector width)."""
     return value
+
+
+def exact_div(x, a):
+    """``x / a`` as one IEEE division. A target whose compiler may multiply by ``1 / a``
+    instead (fastmath's ``arcp``: inf for a subnormal ``a``, and 0 * inf = NaN) binds a
+    version compiled without that licence."""
+    return x / a
 
 
 def ratio_guard(t, p, q):
@@ -117,12 +125,14 @@ def kl_term(p, q):
         return nan  # a negative or NaN probability on either side, even where p == 0
     if p == 0.0:
         return p  # 0 whatever q is
+    if q == 0.0:
+        return inf  # also for q == -0.0, where p / q would be -inf and its log NaN
     r = p / q
     if r >= 1e-300 and r < inf:
         return p * log(r)  # the quotient keeps the precision of near-equal p and q
     if p > 0.0 and q > 0.0 and q < inf:
         return p * (log(p) - log(q))  # the quotient under- or overflowed
-    return p * log(r)  # q == 0: +inf; q == inf: -inf
+    return p * log(r)  # q == inf: -inf
 
 
 def kl_term_log_fast(p, logp, logq):
@@ -155,6 +165,13 @@ def js_term(p, q, lp, lq):
     or NaN input gives NaN.
     """
     m = 0.5 * p + 0.5 * q  # no overflow for huge measures
+    if m < 2.2250738585072014e-308:
+        # m subnormal or 0: the halving may have rounded p and q away (js of 0 and the
+        # smallest subnormal gave q log(q / 0) = inf). The term is homogeneous in (p, q):
+        # scale by 2**600 and back, both exact.
+        p, q = p * 4.149515568880993e180, q * 4.149515568880993e180
+        m = 0.5 * p + 0.5 * q
+        return 0.5 * (kl_term(p, m) + kl_term(q, m)) * 2.409919865102884e-181
     return 0.5 * (kl_term(p, m) + kl_term(q, m))
 
 
@@ -244,13 +261,21 @@ def gaussian_term(mu_p, sigma_p, mu_q, sigma_q):
     """KL(N(mu_p, sigma_p^2) || N(mu_q, sigma_q^2)) =
     ``log(sigma_q / sigma_p) + (sigma_p^2 + (mu_p - mu_q)^2) / (2 sigma_q^2) - 1/2``.
 
-    sigma is the standard deviation. A negative sigma gives NaN; sigma_p == 0 (a point mass)
-    gives +inf, and so does sigma_q == 0 unless sigma_p is 0 too (NaN: the ratio is undefined).
+    sigma is the standard deviation. A negative sigma (-inf included) or a NaN gives NaN;
+    sigma_p == 0 (a point mass) gives +inf, and so does sigma_q == 0 unless sigma_p is 0 too
+    (NaN: the ratio is undefined); an infinite sigma_p against a finite sigma_q gives +inf
+    (the limit, where the formula would give inf - inf).
     """
+    if not (sigma_p >= 0.0 and sigma_q >= 0.0) or mu_p != mu_p or mu_q != mu_q:
+        return nan
     if sigma_q == 0.0 and sigma_p > 0.0:
         return inf
-    r = sigma_p / sigma_q
-    d = (mu_p - mu_q) / sigma_q
+    if sigma_p == inf and sigma_q < inf:
+        return inf
+    r = exact_div(sigma_p, sigma_q)  # a subnormal sigma_q: no reciprocal
+    d = exact_div(mu_p - mu_q, sigma_q)
+    if r == inf:
+        return inf  # sigma_p / sigma_q overflowed: r * r / 2 outgrows log r
     return 0.5 * (r * r + d * d - 1.0) - log(r)
 
 

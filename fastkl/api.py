@@ -591,8 +591,8 @@ def gaussian_kl(
             + \frac{\sigma_{p,j}^2 + (\mu_{p,j} - \mu_{q,j})^2}{2 \sigma_{q,j}^2} - \frac12
 
     (TFP's ``MultivariateNormalDiag`` and torch's ``Independent(Normal, 1)`` KL). A negative
-    sigma gives NaN; a zero sigma_p (a point mass) gives +inf, and so does a zero sigma_q
-    with sigma_p > 0.
+    or NaN sigma gives NaN; a zero sigma_p (a point mass) gives +inf, and so does a zero
+    sigma_q with sigma_p > 0 (both zero: NaN) or an infinite sigma_p with a finite sigma_q.
 
     Parameters
     ----------
