@@ -58,6 +58,8 @@ MIN_BLOCK_ROWS = 8
 #: Bytes of the block of scores of ``nearest_kl`` (rows of P x NEAREST_Q_ROWS rows of Q):
 #: 2,048 x 2,048 float32.
 NEAREST_BLOCK_BYTES = 1 << 24
+#: exp of a float64 below this is 0 (as kl_div's exact terms take it: ``_simd._exp_f64``)
+EXP_ZERO_BELOW = -745.1332191019412
 NEAREST_Q_ROWS = 2048
 
 
@@ -102,7 +104,7 @@ def _bits(mask: np.ndarray) -> np.ndarray:
     return words.view(np.uint64)
 
 
-@njit(parallel=True, cache=True, **JIT_OPTIONS)
+@njit(parallel=True, cache=_config.CACHE, **JIT_OPTIONS)
 def _mark_inf_cpu(p_bits, zero_bits, cols, inf, target):
     """``target[i, cols[c]] = inf`` where row i of P is positive at a zero of row c of Q.
 
@@ -141,12 +143,23 @@ class _PBlock:
             self.bad = np.flatnonzero(~(p.min(axis=1) >= 0) | ~np.isfinite(a[:, k]))
         a[self.bad] = 0.0
         self.a = a
+        # log forms: p > 0 as kl_div decides it, from the logs in float64, even where exp
+        # underflows in the compute dtype (float32 from log p < -103.9)
+        self._logs = None if form == "probs" else (x, form, eps)
         self._positive_bits: np.ndarray | None = None
 
     def positive_bits(self) -> np.ndarray:
         """The indicator p > 0 as bits (see ``_bits``), made on first use."""
         if self._positive_bits is None:
-            self._positive_bits = _bits(self.a[:, :-1] > 0)
+            if self._logs is None:
+                positive = self.a[:, :-1] > 0
+            else:
+                x, form, eps = self._logs
+                logs = np.empty(x.shape, np.float64)
+                _log_probs_into(x, form, eps, logs)
+                positive = logs >= EXP_ZERO_BELOW
+            positive[self.bad] = False
+            self._positive_bits = _bits(positive)
         return self._positive_bits
 
 
@@ -386,7 +399,7 @@ def pairwise_kl(
 MERGE_SKIP = 64
 
 
-@njit(parallel=True, cache=True, **JIT_OPTIONS)
+@njit(parallel=True, cache=_config.CACHE, **JIT_OPTIONS)
 def _topk_merge_cpu(d, rows, cols, j0, filled, vals, idx):
     """Merge row r of the scores ``d[:rows, :cols]`` (columns j0, j0 + 1, ... of Q) into row
     r of the running smallest ``vals`` and their column indices ``idx`` (the first ``filled``
