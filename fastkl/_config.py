@@ -302,3 +302,8 @@ def specialize(template: Any, name: str, bindings: dict[str, Any]) -> Any:
 
 _install_cache_locator()
 _choose_threading_layer()
+
+#: ``cache`` for every kernel: False where no candidate directory is writable (a read-only
+#: install, and no writable cache, home or temporary directory), where numba's ``cache=True``
+#: would fail at import. The kernels then compile in memory, once per process.
+CACHE = cache_dir() is not None

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from . import _config
 from ._config import JIT_OPTIONS
 
 
-@njit(parallel=True, cache=True, **JIT_OPTIONS)
+@njit(parallel=True, cache=_config.CACHE, **JIT_OPTIONS)
 def _stream_rows(p, ldp, q, ldq, k, out):
     """Read every row of p and q once (ld == 0: q is one row), as the kernels do."""
     for i in prange(out.shape[0]):
@@ -44,7 +45,7 @@ def _stream_rows(p, ldp, q, ldq, k, out):
         out[i] = acc
 
 
-@njit(parallel=True, cache=True, **JIT_OPTIONS)
+@njit(parallel=True, cache=_config.CACHE, **JIT_OPTIONS)
 def _stream_p(p, k, out):
     """Read every row of p once (the roofline of scoring against one cached q row)."""
     for i in prange(out.shape[0]):

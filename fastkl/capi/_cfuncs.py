@@ -40,7 +40,7 @@ from . import _decl
 from ._decl import ERR_FORM, ERR_K, ERR_N, ERR_NULL, ERR_OVERFLOW, ERR_STRIDE, OK
 
 _HELPER = dict(JIT_OPTIONS, inline="always")
-_CFUNC = dict(JIT_OPTIONS, cache=True)
+_CFUNC = dict(JIT_OPTIONS, cache=_config.cache_dir(capi=True) is not None)
 
 INT64_MAX = np.iinfo(np.int64).max
 MAX_FORM = max(_decl.FORM_CODES.values())
