@@ -27,14 +27,50 @@ import numpy as np
 from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import _cuda, _driver
+from . import _config, _cuda, _driver
 from ._config import JIT_OPTIONS
 from ._math import PROBS
 
-_STAGE = dict(JIT_OPTIONS, parallel=True, cache=True)
+_STAGE = dict(JIT_OPTIONS, parallel=True, cache=_config.CACHE)
 
 #: Bytes of one operand's chunk when streaming host inputs (two chunks in flight per operand).
 STREAM_BYTES = 1 << 25
+
+_OUT_OF_MEMORY = 2  # CUresult CUDA_ERROR_OUT_OF_MEMORY
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the driver's out-of-memory error (numba-cuda raises CudaAPIError
+    with the CUresult as ``code``, an int or an enum member, after freeing what it could)."""
+    try:
+        if int(getattr(exc, "code", -1)) == _OUT_OF_MEMORY:
+            return True
+    except (TypeError, ValueError):
+        pass
+    return "OUT_OF_MEMORY" in str(exc).upper()
+
+
+def _memory_error(what: str, nbytes: int) -> MemoryError:
+    return MemoryError(
+        f"device='cuda': the GPU is out of memory for {what} ({nbytes / 2**20:.1f} MiB); "
+        "free GPU memory, score fewer rows per call, or use device='cpu'"
+    )
+
+
+def _alloc(what: str, nbytes: int, make: Callable[[], Any]) -> Any:
+    """``make()``, with the driver's out-of-memory error turned into a MemoryError that says
+    what did not fit."""
+    try:
+        return make()
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            raise _memory_error(what, nbytes) from exc
+        raise
+
+
+def _device_empty(shape: Any, dtype: Any, what: str) -> Any:
+    nbytes = math.prod(np.atleast_1d(shape)) * np.dtype(dtype).itemsize
+    return _alloc(what, int(nbytes), lambda: cuda.device_array(shape, dtype))
 
 
 _gpu_ready = False
@@ -67,7 +103,8 @@ class _DeviceOperand:
         self.name = name
         if not _driver.is_cuda_array(x):  # a host operand beside device ones: uploaded once
             host = np.ascontiguousarray(_driver.as_float_array(x, name))
-            x = cuda.to_device(host)
+            x = _alloc(f"{name} (a host array sent to the GPU)", host.nbytes,
+                       lambda: cuda.to_device(host))  # fmt: skip
         self.array = x
         if _cuda.SIMULATOR and not hasattr(type(x), "__cuda_array_interface__"):
             self.stand_in = x._ary  # the simulator's device memory is a numpy array
@@ -187,7 +224,7 @@ def _device_sum(values: Any) -> float:
     if n == 0:
         return 0.0
     blocks = -(-n // _cuda.SUM_ROWS)
-    sums = cuda.device_array(blocks, np.float64)
+    sums = _device_empty(blocks, np.float64, "the block sums of a reduction")
     _cuda.block_sums_kernel()[blocks, _cuda.THREADS](values, sums)
     return _driver.exact_sum(sums.copy_to_host().tolist())
 
@@ -200,7 +237,7 @@ def _validate_device(
     count, k = math.prod(batch), rows.shape[1]
     count = count if step else min(count, 1)  # a repeated row is checked once
     block = _driver.block_rows(k, rows.dtype)
-    staging = cuda.device_array((min(block, count), k), rows.dtype)
+    staging = _device_empty((min(block, count), k), rows.dtype, f"validating {name}")
     for start in range(0, count, block):
         m = min(block, count - start)
         grid = min(m, _cuda.max_blocks())
@@ -246,7 +283,7 @@ def _device_call(
     if reduction != "none":
         if out is not None:
             raise ValueError("out: only supported with reduction='none'")
-        values = cuda.device_array(n, np.float64)
+        values = _device_empty(n, np.float64, "the row values of a reduction")
         _launch(div, normalize, p, ps, q, qs, values)
         total = _device_sum(values)
         if reduction == "mean":
@@ -254,7 +291,7 @@ def _device_call(
         return prep.result.type(total)
 
     if out is None:
-        flat = cuda.device_array(n, prep.result)
+        flat = _device_empty(n, prep.result, "the result")
         _launch(div, normalize, p, ps, q, qs, flat)
         if not prep.batch:  # one distribution: a numpy scalar, as on the CPU
             return flat.copy_to_host()[0]
@@ -262,7 +299,7 @@ def _device_call(
     if not _driver.is_cuda_array(out):
         # host out: the rows come back into it (the CPU driver checks it)
         _driver.check_out(out, prep.batch, prep.result, arrays, widen=True)
-        flat = cuda.device_array(n, out.dtype)
+        flat = _device_empty(n, out.dtype, "the rows for out")
         _launch(div, normalize, p, ps, q, qs, flat)
         out[...] = flat.copy_to_host().reshape(prep.batch)
         return out
@@ -362,10 +399,29 @@ class _Streamer:
         item = self.dtype.itemsize
         chunk = max(1, min(m_all, STREAM_BYTES // (k * item)))
         streamed = [i for i, (_, ld) in enumerate(bufs) if ld != 0]
-        slots = _take_slots(max(1, len(streamed)), chunk, k, self.dtype, target.dtype)
+        while True:
+            # A GPU without room for the staging gets half the rows per chunk, down to one
+            # row; the pooled staging of earlier calls is freed first.
+            try:
+                slots = _take_slots(max(1, len(streamed)), chunk, k, self.dtype, target.dtype)
+                break
+            except Exception as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                with _pool_lock:
+                    _pool.clear()
+                if chunk == 1:
+                    need = 2 * (max(1, len(streamed)) * k * item + target.dtype.itemsize)
+                    raise _memory_error("the staging of one row per stream", need) from exc
+                chunk = max(1, chunk // 2)
+        self.chunk_rows = chunk  # what the last call streamed with
         # a repeated row (ld == 0) is sent once
         fixed = {
-            i: cuda.to_device(np.ascontiguousarray(buf[:k]).reshape(1, k))
+            i: _alloc(
+                "a repeated row",
+                k * item,
+                lambda buf=buf: cuda.to_device(np.ascontiguousarray(buf[:k]).reshape(1, k)),
+            )
             for i, (buf, ld) in enumerate(bufs)
             if ld == 0
         }

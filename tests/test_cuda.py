@@ -433,6 +433,54 @@ def test_streaming_uses_two_streams_and_small_chunks(launches, rng, monkeypatch)
     assert len({s for s, _ in seen}) == 2 and seen[0][0] != seen[1][0]
 
 
+class _OutOfMemory(RuntimeError):
+    """What numba-cuda raises when cuMemAlloc fails (CudaAPIError: the CUresult as code)."""
+
+    code = 2  # CUDA_ERROR_OUT_OF_MEMORY
+
+
+def _small_gpu(monkeypatch, cuda, rows_that_fit):
+    """Device allocations of more than ``rows_that_fit`` rows fail as on a full GPU."""
+    real = cuda.device_array
+
+    def device_array(shape, dtype=np.float64, *args, **kwargs):
+        if np.atleast_1d(shape)[0] > rows_that_fit:
+            raise _OutOfMemory("[CUDA_ERROR_OUT_OF_MEMORY] out of memory")
+        return real(shape, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(cuda, "device_array", device_array)
+
+
+@kernels
+def test_streaming_out_of_memory_falls_back_to_smaller_chunks(launches, rng, monkeypatch):
+    """A GPU without room for a chunk's staging gets half the rows, until they fit."""
+    monkeypatch.setattr(launches.driver, "STREAM_BYTES", 16 * K * 8)  # chunks of 9 rows at first
+    monkeypatch.setattr(launches.driver, "_pool", [])
+    _small_gpu(monkeypatch, launches.cuda, rows_that_fit=3)
+    p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
+    assert_close(fastkl.kl_div(p, q, device="cuda"), fastkl.kl_div(p, q), rtol=1e-12)
+    _small_gpu(monkeypatch, launches.cuda, rows_that_fit=0)  # not even one row
+    monkeypatch.setattr(launches.driver, "_pool", [])
+    with pytest.raises(MemoryError, match=r"GPU is out of memory .* one row .*device='cpu'"):
+        fastkl.kl_div(p, q, device="cuda")
+
+
+@kernels
+def test_device_out_of_memory_is_a_clear_error(launches, rng, monkeypatch):
+    d = launches.cuda.to_device(random_probs(rng, (N, K)))
+    _small_gpu(monkeypatch, launches.cuda, rows_that_fit=N - 1)
+    with pytest.raises(MemoryError, match=r"out of memory for the result \(0\.0 MiB\)"):
+        fastkl.kl_div(d, d)
+    with pytest.raises(MemoryError, match="the row values of a reduction"):
+        fastkl.kl_div(d, d, reduction="sum")
+    # any other error from the driver is not taken for one
+    monkeypatch.setattr(
+        launches.cuda, "device_array", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
+    )
+    with pytest.raises(RuntimeError, match=r"^x$"):
+        fastkl.kl_div(d, d)
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 
