@@ -33,3 +33,13 @@ def peers() -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Long runs (marker ``slow``) only when asked for: ``pytest -m slow``."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="a long run: `pytest -m slow` runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
