@@ -158,8 +158,11 @@ def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
 KERNEL = None
 
 
+POST = 0
+
+
 def _t_family_pair(p, ldp, q, ldq, k, p_form, q_form, out):
-    post = np.int64(_cpu_family.POST_NONE)  # typed as the driver's: not a literal
+    post = np.int64(POST)  # typed as the driver's: not a literal
     KERNEL(p, ldp, q, ldq, k, p_form, q_form, np.bool_(False), 0.0, 1.0, post, out)
 
 
@@ -215,7 +218,8 @@ def _rows_runner(stem: str):
     bindings = {}
     for (log_p, log_q), kernels in _pair_kernels(stem).items():
         tag = f"{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
-        runner = specialize(template, f"{stem}_{tag}_capi", kernels)
+        post = {"POST": _cpu_family.POST_CLAMP if DIVERGENCES[stem] == "js" else 0}
+        runner = specialize(template, f"{stem}_{tag}_capi", {**kernels, **post})
         bindings[tag.upper()] = njit(**_HELPER)(runner)
     return njit(**_HELPER)(specialize(_t_pairs, f"{stem}_pairs_capi", bindings))
 
@@ -232,6 +236,9 @@ def _t_cfunc_pq(p, q, n, k, ldp, ldq, p_form, q_form, out):
         return status
     if _is_null(p) or _is_null(q) or _is_null(out):
         return ERR_NULL
+    if n == 1:  # one row: the Python driver sees a contiguous (1, k) view, ld == k
+        ldp = k
+        ldq = k
     # The kernels' argument types are the Python driver's (int64 forms), so both link the
     # same compiled kernels.
     RUN(
