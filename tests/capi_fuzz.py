@@ -1,6 +1,6 @@
 """Fuzz libfastkl's C API through ctypes: random calls, each checked against an oracle.
 
-    python tests/capi_fuzz.py LIBPATH [--calls N] [--seed S] [--verbose]
+    python tests/capi_fuzz.py LIBPATH [--calls N] [--seed S] [--verbose] [--show M]
 
 Every call draws its arguments from a seeded numpy Generator (the same seed replays the same
 calls): p, q and out NULL, a poisoned pointer (the first byte of a PROT_NONE page: any read or
@@ -17,6 +17,8 @@ elements; q: (n-1)*ldq+k, or k when ldq == 0; out: n), placed either between gua
 holding a sentinel or against a PROT_NONE page (front or back), so an overrun faults or shows
 in the guards; the inputs must stay unchanged, and out must equal, bit for bit, fastkl's
 Python function with default options on the same rows (documented as the same kernels).
+Equal values in other bits (0.0 and -0.0, NaN payloads) are counted as ``bitdiffs`` and
+shown on stderr, not as mismatches.
 
 Calls whose sizes are valid but too large to allocate (k = 2**40, a stride at the overflow
 limit) get at least one NULL pointer and must answer FASTKL_ERR_NULL without reading anything.
