@@ -389,6 +389,8 @@ def test_signals_leave_no_output(tmp_path, rng, signum, code, word):
     out = tmp_path / "o.npy"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastkl.cli", "score", *paths, "-o", str(out), "--chunk-rows", "1"],
+        # a shell's background job (CI run with &) ignores SIGINT, and so would the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
