@@ -414,7 +414,6 @@ class _Streamer:
                     need = 2 * (max(1, len(streamed)) * k * item + target.dtype.itemsize)
                     raise _memory_error("the staging of one row per stream", need) from exc
                 chunk = max(1, chunk // 2)
-        self.chunk_rows = chunk  # what the last call streamed with
         # a repeated row (ld == 0) is sent once
         fixed = {
             i: _alloc(

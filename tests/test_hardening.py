@@ -207,23 +207,32 @@ def _python(code: str, env: dict | None = None, timeout: int = 600) -> subproces
     )
 
 
-@pytest.mark.xfail(
+#: the open cross-process defect (README, Reliability)
+CROSS_PROCESS = pytest.mark.xfail(
     reason="open: generalized_kl (and in one run sym_kl, kl_div, scipy_entropy) on some "
     "inputs differ in the last bit between the pytest process and a fresh one; not yet "
     "root-caused (README, Reliability)",
     strict=False,
 )
+
+
+def _pickled_results(script: str, path: Path, env: dict | None = None) -> dict:
+    """Run ``script`` (formatted with this directory and ``path``) in a fresh process and
+    load what it pickled to ``path``."""
+    import pickle
+
+    run = _python(script.format(tests=str(Path(__file__).parent), path=str(path)), env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+@CROSS_PROCESS
 def test_first_calls_from_eight_threads_at_once(calls, tmp_path):
     """A fresh process whose very first calls come from 8 threads at once (kernels loaded
     from the cache, or compiled, concurrently): every result equals the call made alone."""
-    import pickle
-
     table, alone = calls
-    path = tmp_path / "cold.pkl"
-    run = _python(_COLD.format(tests=str(Path(__file__).parent), path=str(path)))
-    assert run.returncode == 0, run.stderr[-3000:]
-    with open(path, "rb") as f:
-        results = pickle.load(f)
+    results = _pickled_results(_COLD, tmp_path / "cold.pkl")
     assert set(results) == set(table)
     bad = [label for label, got in results.items() if not all(_same(r, alone[label]) for r in got)]
     assert not bad, bad
@@ -280,23 +289,12 @@ _MANY_THREADS = """
 """
 
 
-@pytest.mark.xfail(
-    reason="open: generalized_kl (and in one run sym_kl, kl_div, scipy_entropy) on some "
-    "inputs differ in the last bit between the pytest process and a fresh one; not yet "
-    "root-caused (README, Reliability)",
-    strict=False,
-)
+@CROSS_PROCESS
 def test_bitwise_identical_with_eight_threads(calls, tmp_path):
     """The same bits from a process with 8 threads (more than this machine's cores)."""
-    import pickle
-
     table, alone = calls
-    path = tmp_path / "eight.pkl"
     env = {**os.environ, "NUMBA_NUM_THREADS": "8"}
-    run = _python(_MANY_THREADS.format(tests=str(Path(__file__).parent), path=str(path)), env)
-    assert run.returncode == 0, run.stderr[-3000:]
-    with open(path, "rb") as f:
-        results = pickle.load(f)
+    results = _pickled_results(_MANY_THREADS, tmp_path / "eight.pkl", env)
     bad = [label for label in table if not _same(results[label], alone[label])]
     assert not bad, bad
 
