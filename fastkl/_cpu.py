@@ -30,9 +30,9 @@ rows.
 
 Shapes
 ------
-* k <= FLAT_MAX_K (probabilities on both sides, contiguous rows): a row is too short for a
-  vector loop, so the terms of a block of rows are computed as one flat vectorized loop and
-  then summed by a loop over rows compiled for that k.
+* k <= FLAT_MAX_K (probabilities on both sides): a row is too short for a vector loop, so the
+  terms of a block of rows are computed as one flat vectorized loop (strided rows are first
+  copied into a contiguous run) and then summed by a loop over rows compiled for that k.
 * Rows with statistics (logits, normalize, eps) go in blocks of ROW_BLOCK rows whose float64
   finish (divisions and a log per row) is one vectorized loop.
 * Rows of at least 2 * CHUNK elements: (row, chunk) pairs are the parallel tasks, so that a
@@ -669,20 +669,38 @@ def _t_flat_sums(terms, sums):
 FLAT_SUMS = _t_flat_sums  # a template until _flat_kernel binds each k's compiled row sums
 
 
-def _t_kl_rows_flat(p, q, k, divisor, out):
-    """k == K <= FLAT_MAX_K contiguous probability rows: vectorized loops over a block's terms.
+def _t_flat_block(x, ld, r0, r1):
+    """Rows ``r0:r1`` (at stride ``ld``) as one contiguous run of ``(r1 - r0) * K`` elements:
+    a view when the rows are contiguous, else a copy (strided rows, or one repeated row)."""
+    if ld == K:
+        return x[r0 * K : r1 * K]
+    run = np.empty((r1 - r0) * K, dtype=x.dtype)
+    for i in range(r1 - r0):
+        for j in range(K):
+            run[i * K + j] = x[(r0 + i) * ld + j]
+    return run
+
+
+FLAT_BLOCK = _t_flat_block  # a template until _flat_kernel binds each k's compiled copy
+
+
+def _t_kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
+    """k == K <= FLAT_MAX_K probability rows: vectorized loops over a block's terms.
 
     Rows shorter than a vector leave a row-by-row loop scalar; the terms of a block of rows
     are one contiguous run, so compute them flat, then add each row's terms in order (one
     vectorized loop over the rows), then recompute the rare rows that are not finite.
+    Strided or repeated rows are first copied into a contiguous run, a block at a time: the
+    same loops then see the same values, so a row's bits do not depend on its layout (a
+    strided matrix and one of its rows alone give the same result).
     """
     n = out.shape[0]
     blocks = (n + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS
     for b in prange(blocks):
         r0 = b * FLAT_BLOCK_ROWS
         r1 = min(r0 + FLAT_BLOCK_ROWS, n)
-        pb = p[r0 * K : r1 * K]
-        qb = q[r0 * K : r1 * K]
+        pb = FLAT_BLOCK(p, ldp, r0, r1)
+        qb = FLAT_BLOCK(q, ldq, r0, r1)
         terms = np.empty(pb.shape[0], dtype=p.dtype)
         for j in range(pb.shape[0]):
             terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
@@ -698,7 +716,9 @@ def _t_kl_rows_flat(p, q, k, divisor, out):
 
 def _flat_kernel(k: int):
     sums = njit(**_ORDERED)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
-    kernel = specialize(_t_kl_rows_flat, f"kl_rows_flat_{k}_cpu", {"K": k, "FLAT_SUMS": sums})
+    block = njit(**_HELPER)(specialize(_t_flat_block, f"flat_block_{k}", {"K": k}))
+    bindings = {"K": k, "FLAT_SUMS": sums, "FLAT_BLOCK": block}
+    kernel = specialize(_t_kl_rows_flat, f"kl_rows_flat_{k}_cpu", bindings)
     return njit(**_KERNEL)(kernel)
 
 
@@ -715,7 +735,7 @@ MODES = {MODE_FLAT: "flat", MODE_SPLIT: "split", MODE_PLAIN: "rows", MODE_ROWS: 
 
 
 @njit(**_HELPER)
-def kl_mode(p_form, q_form, k, ldp, ldq, normalize, eps):
+def kl_mode(p_form, q_form, k, normalize, eps):
     """Which KL kernel scores a call: MODE_FLAT, MODE_SPLIT, MODE_PLAIN or MODE_ROWS.
 
     One decision for the Python driver (through ``py_func``) and the C API's cfuncs, so both
@@ -723,14 +743,9 @@ def kl_mode(p_form, q_form, k, ldp, ldq, normalize, eps):
     """
     log_p = p_form != PROBS
     log_q = q_form != PROBS
-    if (
-        not (log_p or log_q)
-        and k <= FLAT_MAX_K
-        and ldp == k
-        and ldq == k
-        and not normalize
-        and eps == 0.0
-    ):
+    # Not the layout (row strides): a row's kernel, hence its bits, must not depend on
+    # whether it arrives alone or inside a strided matrix.
+    if not (log_p or log_q) and k <= FLAT_MAX_K and not normalize and eps == 0.0:
         return MODE_FLAT
     if k >= 2 * CHUNK:
         # Long rows always go by (row, chunk) tasks, whatever n: a few rows still use every
@@ -746,7 +761,7 @@ def kl_kernel(
 ):
     """The kernel for one call and its leading arguments (the driver adds the rest)."""
     # the plain function (under NUMBA_DISABLE_JIT, njit returns it as is)
-    mode = getattr(kl_mode, "py_func", kl_mode)(p_form, q_form, k, ldp, ldq, normalize, eps)
+    mode = getattr(kl_mode, "py_func", kl_mode)(p_form, q_form, k, normalize, eps)
     if mode == MODE_FLAT:
         return "flat", _FLAT_KERNELS[k - 1]
     family = KL_KERNELS[(p_form != PROBS, q_form != PROBS)]

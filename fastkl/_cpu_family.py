@@ -179,6 +179,10 @@ def _t_fam_fast(p, q, ep, eq, p_form, q_form, normalize, eps):
             a_q, c_q, i_q = _row_exp(q, eq, q_form == LOGITS or normalize)
         else:
             a_q, c_q, i_q = _prob_params(q, normalize)
+    if not (abs(i_p) < np.inf and abs(i_q) < np.inf):
+        # A NaN or infinite logit (or a log-probability above 0): _row_exp stopped before
+        # filling the scratch, which the sum must not read; the exact path decides.
+        return np.nan
     lo, hi = (eps, 1.0) if eps > 0.0 else (-np.inf, np.inf)
     x = p[0]
     acc = 0.0

@@ -294,22 +294,25 @@ def _t_mass_part(x, i, kk, lane):
 
 def _t_side_stat(x, i, kk, lane, tid, sm, sm2, log_side):
     """What a side's terms need of row i: a log-score side's shift (its log-sum-exp), a
-    probability side's scale (1 / its mass)."""
+    probability side's mass (its divisor)."""
     if log_side:
         m, s = _t_lse_part(x, i, kk, lane)
         m, s = LSE(m, s, tid, lane, sm, sm2)
         return m + log(s)
-    return 1.0 / SUM(_t_mass_part(x, i, kk, lane), tid, lane, sm, sm2)
+    return SUM(_t_mass_part(x, i, kk, lane), tid, lane, sm, sm2)
 
 
 def _t_read(x, i, j, a, lo, hi, log_side):
     """Element j of row i as (probability, log): a log-score shifted by ``a``, or a
-    probability scaled by ``a``, then clipped (infinite bounds clip nothing and keep NaN).
-    A probability's log is taken only where the term reads it."""
+    probability divided by ``a`` (its row's mass, or 1), then clipped (infinite bounds clip
+    nothing and keep NaN). A probability's log is taken only where the term reads it.
+
+    A division, not a product with ``1 / a``: the reciprocal of a subnormal mass overflows
+    to inf (the CPU paths divide too)."""
     if log_side:
         lx = clip(f64(x[i, j]) - a, lo, hi)
         return exp(lx), lx
-    px = clip(f64(x[i, j]) * a, lo, hi)
+    px = clip(f64(x[i, j]) / a, lo, hi)
     return px, (log(px) if NEEDS_LOG else px)
 
 
@@ -329,7 +332,7 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         kk = k if i < n else 0  # a group past the last row reduces zeros with the others
         ip = i * p_step
         iq = i * q_step
-        # 1. statistics: a shift (log-score sides) or a scale (probability sides)
+        # 1. statistics: a shift (log-score sides) or a mass (probability sides)
         a_p = f64(0.0) if LOG_P else f64(1.0)
         a_q = f64(0.0) if LOG_Q else f64(1.0)
         if stat_p:

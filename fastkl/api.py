@@ -159,7 +159,7 @@ def kl_div(
             p_code, q_code, target.shape[0], k, ldp, ldq, normalize, eps_value
         )
         if mode == "flat":
-            kernel(pb, qb, k, divisor, target)
+            kernel(pb, ldp, qb, ldq, k, divisor, target)
         else:
             kernel(pb, ldp, qb, ldq, k, p_code, q_code, normalize, eps_value, divisor, target)
 

@@ -34,7 +34,7 @@ extern "C" {
 #define FASTKL_ERR_N 2             /* n is negative */
 #define FASTKL_ERR_K 3             /* k is smaller than 1 */
 #define FASTKL_ERR_STRIDE 4        /* a row stride is smaller than k (ldp >= k; ldq >= k, or 0 for a single row of q) */
-#define FASTKL_ERR_OVERFLOW 5      /* n rows of stride ld do not fit in the address space (n * ld overflows int64) */
+#define FASTKL_ERR_OVERFLOW 5      /* n rows of stride ld do not fit in the address space ((n - 1) * ld + k elements overflow int64 bytes) */
 #define FASTKL_ERR_FORM 6          /* unknown form: use FASTKL_PROBS, FASTKL_LOG_PROBS or FASTKL_LOGITS */
 #define FASTKL_ERR_THREADS 7       /* thread count out of range: 0 for all, or 1 to the number fastkl started with */
 #define FASTKL_ERR_INIT 8          /* fastkl could not start its runtime (the embedded Python or its kernels); details are on stderr */

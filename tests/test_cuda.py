@@ -242,6 +242,19 @@ def test_options(launches, rng, name, options):
 
 
 @kernels
+@pytest.mark.parametrize("name", ["kl_div", "js_div", "entropy"])
+def test_normalize_divides_by_a_subnormal_mass(launches, name):
+    """Rows whose total is subnormal: 1 / total overflows, so the device must divide."""
+    p = np.array([[3e-320, 1e-320, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    q = np.array([[1e-320, 1e-320, 1e-320, 1e-320], [4e-320, 1e-320, 2e-320, 1e-320]])
+    cuda = launches.cuda
+    got = host(call(name, cuda.to_device(p), cuda.to_device(q), normalize=True))
+    want = call(name, p, q, normalize=True)
+    assert np.all(np.isfinite(want))
+    assert_close(got, want, **TOL[np.float64])
+
+
+@kernels
 def test_layouts_axis_and_broadcasting(launches, rng):
     cuda = launches.cuda
     p = random_probs(rng, (2, 3, K))

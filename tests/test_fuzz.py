@@ -28,7 +28,7 @@ import fastkl
 from fastkl import _cpu, compat
 
 #: examples per property in the long run (pytest -m slow)
-LONG = int(os.environ.get("FASTKL_FUZZ_EXAMPLES", "3000"))
+LONG = int(os.environ.get("FASTKL_FUZZ_EXAMPLES", "1000"))
 DTYPES = [np.float16, np.float32, np.float64]
 FORMS = ["probs", "log_probs", "logits"]
 ROWWISE = {
@@ -427,9 +427,12 @@ def _closed_ref(name, args):
             r = sp / sq
             d = (mp - mq) / sq
             t = 0.5 * (r * r + d * d) - 0.5 - np.log(r)
-            # documented edges: +inf for a point mass against a positive sigma, or an
-            # infinitely wide p against a finite q; NaN for a negative or NaN input
-            t = np.where(((sq == 0) & (sp > 0)) | ((sp == np.inf) & (sq < np.inf)), np.inf, t)
+            # documented edges: +inf for a point mass against a positive sigma, an infinitely
+            # wide p against a finite q, or a ratio sigma_p / sigma_q beyond float64 (a
+            # subnormal sigma_q: r^2 / 2 outgrows log r, where numpy gets inf - inf); NaN for a
+            # negative or NaN input
+            inf = ((sq == 0) & (sp > 0)) | ((sp == np.inf) & (sq < np.inf)) | (r == np.inf)
+            t = np.where(inf, np.inf, t)
             nan = (sp < 0) | (sq < 0) | np.isnan(sp) | np.isnan(sq) | np.isnan(mp) | np.isnan(mq)
             t = np.where(nan, np.nan, t)
             mag = 1 + r * r + d * d + np.abs(np.log(r)) + (np.abs(mp) + np.abs(mq)) ** 2 / sq**2
@@ -606,8 +609,10 @@ def _drop_ins_equal_their_native_calls(call):
     got, native = np.asarray(got, np.float64), np.asarray(native, np.float64)
     assert got.shape == native.shape, (which, got.shape, native.shape)
     # bitwise where the drop-in is the native call; a reduction may add the rows in another
-    # order than numpy's sum of them: k ulps of the rows' absolute sum
-    tol = 8 * np.finfo(dtype).eps * (np.abs(native) + k * np.abs(native).max(initial=0.0))
+    # order than numpy's sum of them: k ulps of the rows' absolute sum (of the finite ones: a
+    # NaN or inf row must not make every other row's tolerance NaN or inf)
+    finite = np.abs(native[np.isfinite(native)])
+    tol = 8 * np.finfo(dtype).eps * (np.abs(native) + k * finite.max(initial=0.0))
     if which == "mxnet_kl_div_loss":
         tol = tol + 1e-12 * k  # MXNet's log(p + 1e-12): 1e-12 per positive p, at most
     assert_matches(got, native, tol, dtype, what=which)

@@ -115,16 +115,16 @@ FLAT = None
 NEXT = None
 
 
-def _t_flat_from(p, q, k, out):
+def _t_flat_from(p, ldp, q, ldq, k, out):
     """The flat kernel compiled for this k (each flat kernel is specialized on its k)."""
     if k == K:
-        FLAT(p, q, k, 1.0, out)
+        FLAT(p, ldp, q, ldq, k, 1.0, out)
     else:
-        NEXT(p, q, k, out)
+        NEXT(p, ldp, q, ldq, k, out)
 
 
 @njit(**_HELPER)
-def _flat_none(p, q, k, out):
+def _flat_none(p, ldp, q, ldq, k, out):
     pass  # k > FLAT_MAX_K never reaches the flat mode
 
 
@@ -144,9 +144,9 @@ def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
     # np.bool_: a literal False would type as Literal[bool] and compile other kernels than
     # the Python driver's (bool, float64) ones.
     normalize = np.bool_(False)
-    mode = _cpu.kl_mode(p_form, q_form, k, ldp, ldq, normalize, 0.0)
+    mode = _cpu.kl_mode(p_form, q_form, k, normalize, 0.0)
     if mode == _cpu.MODE_FLAT:
-        FLAT(p, q, k, out)
+        FLAT(p, ldp, q, ldq, k, out)
     elif mode == _cpu.MODE_SPLIT:
         SPLIT(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
     elif mode == _cpu.MODE_PLAIN:
@@ -322,7 +322,7 @@ def kernel_targets() -> list[tuple[Any, tuple[Any, ...]]]:
                         continue
                     extra = (i64, arr) if name is not None else (arr,)  # the family's post
                     targets.append((kernel, rows + extra))
-        targets += [(flat, (src, src, i64, f64, arr)) for flat in _cpu._FLAT_KERNELS]
+        targets += [(flat, (src, i64, src, i64, i64, f64, arr)) for flat in _cpu._FLAT_KERNELS]
     return targets
 
 
