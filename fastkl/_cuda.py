@@ -91,6 +91,14 @@ def _sim_exp(x: Any) -> float:
         return math.inf
 
 
+def _sim_log1p(x: Any) -> float:
+    """``log1p`` with IEEE results in the simulator (math.log1p raises at -1 and below)."""
+    x = float(x)
+    if x > -1.0:
+        return math.log1p(x)
+    return -math.inf if x == -1.0 else math.nan
+
+
 def _sim_expm1(x: Any) -> float:
     try:
         return math.expm1(float(x))
@@ -102,7 +110,9 @@ if SIMULATOR:
     # The simulator runs kernels as Python: the terms stay plain functions (a device-function
     # wrapper would take the simulator's module lock on every call), with IEEE log/exp.
     _D = compile_scalars(
-        _math, lambda fn: fn, {"log": _sim_log, "exp": _sim_exp, "expm1": _sim_expm1}
+        _math,
+        lambda fn: fn,
+        {"log": _sim_log, "exp": _sim_exp, "expm1": _sim_expm1, "log1p": _sim_log1p},
     )
     log, exp, f64 = _sim_log, _sim_exp, np.float64
 else:

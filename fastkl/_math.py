@@ -15,7 +15,7 @@ Exact semantics, shared by every path:
 * never a NaN from ``0 * log 0`` or ``0 * (-inf)``.
 """
 
-from math import exp, expm1, inf, log, nan, sqrt  # noqa: F401  (exp and log: rebound per target)
+from math import exp, expm1, inf, log, log1p, nan, sqrt  # noqa: F401  (exp, log: per target)
 
 # ``log_core`` is a log that only needs to be right for positive normal finite inputs (the CPU
 # binds a vectorizable polynomial without special-value handling); by default the full log.
@@ -250,11 +250,14 @@ def finish_row(v, post):
 def bernoulli_term(p, q):
     """KL(Bernoulli(p) || Bernoulli(q)) = ``p log(p / q) + (1 - p) log((1 - p) / (1 - q))``.
 
-    NaN unless both p and q lie in [0, 1]; +inf where q is 0 or 1 and p is not q.
+    NaN unless both p and q lie in [0, 1]; +inf where q is 0 or 1 and p is not q. The second
+    term's logs are ``log1p(-p)`` and ``log1p(-q)``: ``1 - q`` rounds to 1 for q below half an
+    ulp of 1, where ``log(1 - q)`` would drop a divergence of about q (KL(0 || 1e-300) is
+    1e-300, not 0).
     """
     if not (p >= 0.0 and p <= 1.0 and q >= 0.0 and q <= 1.0):
         return nan
-    return kl_term(p, q) + kl_term(1.0 - p, 1.0 - q)
+    return kl_term(p, q) + kl_term_log(1.0 - p, log1p(-p), log1p(-q))
 
 
 def gaussian_term(mu_p, sigma_p, mu_q, sigma_q):

@@ -58,6 +58,17 @@ def test_bernoulli_edges():
     assert fastkl.bernoulli_kl(1, 0).dtype == np.float64  # integers are read as float64
 
 
+def test_bernoulli_q_below_half_an_ulp_of_one():
+    """KL(0 || q) = -log(1 - q) ~ q: 1 - q rounds to 1 here, log1p keeps it (found by the
+    long fuzz run: float32 q = its smallest normal gave 0)."""
+    for q in (1e-300, 5e-324, 1e-17, 2.0**-60):
+        got = float(fastkl.bernoulli_kl(0.0, q))
+        assert abs(got - q) <= 1e-15 * q, (q, got)  # not approx: its abs=1e-12 passes 0
+    tiny = np.finfo(np.float32).tiny
+    got = fastkl.bernoulli_kl(np.float32(0.0), np.array([tiny], np.float32))
+    assert got.dtype == np.float32 and got[0] == tiny
+
+
 # --- Gaussians ---------------------------------------------------------------------------------
 
 
