@@ -101,12 +101,15 @@ _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=_config.CACHE)
 # cost more than the segment. Leaves (log, exp, the scalar terms) and the rarely taken exact
 # path are ordinary calls, which keeps the IR, and the compile time, small.
 _HELPER = dict(JIT_OPTIONS, inline="always")
-_CALL = dict(JIT_OPTIONS)
 # Partial sums are combined without ``reassoc``: LLVM flags are per instruction and survive
 # inlining, so every mode adds the same float64 partials in the same order (bitwise identical
 # results whatever the threads or the mode; with reassoc, float64 split and row modes
 # differed in the last bit).
 _ORDERED = dict(JIT_OPTIONS, fastmath=set(FASTMATH - {"reassoc"}))
+# The exact path is scalar (libm calls), so reassoc buys it nothing, and it would let LLVM
+# turn ``(x - m) - c`` into ``x - (m + c)`` with ``m + c`` hoisted, rounding c away when |m|
+# is large. Without it, the exact path computes what it says.
+_CALL = _ORDERED
 
 
 @njit(**_ORDERED)
@@ -127,33 +130,38 @@ def _row_sum_exact(x):
 
 @njit(**_CALL)
 def _row_logsumexp_exact(x):
+    """A row's log-sum-exp as (m, c): its maximum and log(sum(exp(x - m))), kept apart so
+    that a log-probability is read as ``(x - m) - c``. As one number, ``m + c`` rounds away
+    c when |m| is large (two logits of 2e17: each log-probability is -log 2, not 0)."""
     m = -np.inf
     for j in range(x.shape[0]):
         m = max_nan(x[j], m)
     acc = 0.0
     for j in range(x.shape[0]):
         acc += exp(x[j] - m)
-    return m + log(acc)
+    return m, log(acc)
 
 
 @njit(**_CALL)
 def _read_as(x, form, normalize, eps):
-    """How to read row ``x`` exactly: (a, lo, hi).
+    """How to read row ``x`` exactly: (a, c, lo, hi).
 
-    Probabilities are ``clip(x / a, lo, hi)``; log-probabilities (log forms) are
-    ``clip(x - a, lo, hi)``. Infinite bounds clip nothing and keep NaN. (A division, not a
-    product with 1 / a: a subnormal total's reciprocal overflows to inf.)
+    Probabilities are ``clip(x / a, lo, hi)`` (c is 0); log-probabilities (log forms) are
+    ``clip((x - a) - c, lo, hi)``, a the row's maximum and c the log of its shifted mass.
+    Infinite bounds clip nothing and keep NaN. (A division, not a product with 1 / a: a
+    subnormal total's reciprocal overflows to inf.)
     """
+    lo, hi = -np.inf, np.inf
     if form == PROBS:
         a = _row_sum_exact(x) if normalize else 1.0
         if eps > 0.0:
-            return a, eps, 1.0
-        return a, -np.inf, np.inf
+            lo, hi = eps, 1.0
+        return a, 0.0, lo, hi
     # Normalizing log-probabilities is subtracting their log-sum-exp: they are logits then.
-    a = _row_logsumexp_exact(x) if (form == LOGITS or normalize) else 0.0
+    a, c = _row_logsumexp_exact(x) if (form == LOGITS or normalize) else (0.0, 0.0)
     if eps > 0.0:
-        return a, log(eps), 0.0
-    return a, -np.inf, np.inf
+        lo, hi = log(eps), 0.0
+    return a, c, lo, hi
 
 
 # --- the fast path, written once as templates over a form pair ----------------------------
@@ -430,8 +438,8 @@ def _t_fast_sums(p, q, p_form, q_form, normalize, eps):
 
 def _t_exact_row(p, q, p_form, q_form, normalize, eps):
     """KL of one row in float64, every IEEE special value handled term by term."""
-    pa, plo, phi = _read_as(p, p_form, normalize, eps)
-    qa, qlo, qhi = _read_as(q, q_form, normalize, eps)
+    pa, pc, plo, phi = _read_as(p, p_form, normalize, eps)
+    qa, qc, qlo, qhi = _read_as(q, q_form, normalize, eps)
     acc = 0.0
     if not LOG_P and not LOG_Q:
         for j in range(p.shape[0]):
@@ -441,15 +449,15 @@ def _t_exact_row(p, q, p_form, q_form, normalize, eps):
     elif not LOG_P:
         for j in range(p.shape[0]):
             pj = clip(exact_div(p[j], pa), plo, phi)
-            acc += kl_term_log(pj, log(pj), clip(q[j] - qa, qlo, qhi))
+            acc += kl_term_log(pj, log(pj), clip((q[j] - qa) - qc, qlo, qhi))
     elif not LOG_Q:
         for j in range(p.shape[0]):
-            lp = clip(p[j] - pa, plo, phi)
+            lp = clip((p[j] - pa) - pc, plo, phi)
             acc += kl_term_log(exp(lp), lp, log(clip(exact_div(q[j], qa), qlo, qhi)))
     else:
         for j in range(p.shape[0]):
-            lp = clip(p[j] - pa, plo, phi)
-            acc += kl_term_log(exp(lp), lp, clip(q[j] - qa, qlo, qhi))
+            lp = clip((p[j] - pa) - pc, plo, phi)
+            acc += kl_term_log(exp(lp), lp, clip((q[j] - qa) - qc, qlo, qhi))
     return acc
 
 
@@ -804,7 +812,11 @@ def _check_row(x, form, sum_check, tol):
         return ROW_POS_INF
     if sum_check == SUM_UNCHECKED:
         return ROW_OK
-    total = _row_sum_exact(x) if form == PROBS else exp(_row_logsumexp_exact(x))
+    if form == PROBS:
+        total = _row_sum_exact(x)
+    else:
+        m, c = _row_logsumexp_exact(x)
+        total = exp(m + c)
     if sum_check == SUM_POSITIVE:
         return ROW_OK if total > 0.0 else ROW_BAD_SUM
     return ROW_OK if abs(total - 1.0) <= tol else ROW_BAD_SUM

@@ -14,8 +14,10 @@ kernel template, specialized per divergence and form pair, around the terms of `
 Unlike KL, whose terms split into sums that a finish step rescales (``_cpu``), these terms
 mix p and q inside a logarithm (Jensen-Shannon's ``m``) or are linear in one side only, so
 both sides are normalized before the sum pass: a log-score row is read three times (its
-max; its exponentials, stored in a scratch row so that the sum pass does not take them again,
-25% faster for Jensen-Shannon on logits; the terms), from cache for rows up to the L2 size.
+max; its exponentials and shifted logs, stored in scratch rows so that the sum pass does not
+take them again, 25% faster for Jensen-Shannon on logits, and reads its logs from memory,
+which keeps LLVM from folding the shift (see ``_seg_exp_store``); the terms), from cache for
+rows up to the L2 size.
 The row is the unit of work (no split of long rows across threads).
 
 The closed forms are elementwise terms summed along a row (``k == 1`` for elementwise
@@ -60,19 +62,26 @@ DIVERGENCES = {
     "generalized_kl": (_S.generalized_kl_term, _S.generalized_kl_term_fast, True),
 }
 
-FAM_BLOCK = 64  # rows per parallel task (they share one scratch row for exponentials)
+FAM_BLOCK = 64  # rows per parallel task (they share the scratch rows of log sides)
 
 
 @njit(**_HELPER)
-def _seg_exp_store(x, m, e):
-    """e[j] = exp(x[j] - m) for a segment; returns their sum in float64, or NaN where an
-    x[j] - m is above 0: exp_core is right for x - m <= 0 only, and an unshifted
+def _seg_exp_store(x, m, e, s):
+    """s[j] = x[j] - m and e[j] = exp(s[j]) for a segment; returns the sum of e in float64,
+    or NaN where an s[j] is above 0: exp_core is right for x - m <= 0 only, and an unshifted
     log-probability above 0 (p > 1, which overflows float32 from 89 on) must go to the exact
-    path."""
+    path.
+
+    The sum pass reads the shifted logs s from memory and subtracts the log of the mass from
+    them there. Computed in that pass from x, ``(x - m) - c`` was compiled as ``x - (m + c)``
+    (reassoc lets LLVM rewrite a chain of subtractions, looking through operands compiled
+    without it), which rounds c away when |m| is large: float32 logits around 1e5 gave
+    generalized_kl 4e-3 off. A loaded value is opaque to such rewrites."""
     above = like(x[0], 0.0)
     mm = like(x[0], m)
     for j in range(x.shape[0]):
         d = x[j] - mm
+        s[j] = d
         e[j] = exp_core(d)
         above += like(x[0], 1.0) if d > like(x[0], 0.0) else like(x[0], 0.0)  # exact count
     # The sum is a second loop, which stores nothing: a loop that both stores and reduces
@@ -85,10 +94,11 @@ def _seg_exp_store(x, m, e):
 
 
 @njit(**_HELPER)
-def _row_exp(x, e, shift):
-    """Exponentials of a log-score row into ``e``, for the sum pass to read instead of taking
-    them again: (m, c, 1 / s) with e = exp(x - m), s = sum(e), c = log(s). With ``shift`` m is
-    the row's maximum (logits, or normalized log-probabilities); without, m = c = 0 and s = 1.
+def _row_exp(x, e, d, shift):
+    """Shifted logs and exponentials of a log-score row into ``d`` and ``e``, for the sum pass
+    to read: (m, c, 1 / s) with d = x - m, e = exp(d), s = sum(e), c = log(s). With ``shift``
+    m is the row's maximum (logits, or normalized log-probabilities); without, m = c = 0 and
+    s = 1.
     """
     k = x.shape[0]
     m = 0.0
@@ -101,7 +111,7 @@ def _row_exp(x, e, shift):
     acc = 0.0
     for s in range(0, k, SEG):
         e_ = min(s + SEG, k)
-        acc += _seg_exp_store(x[s:e_], m, e[s:e_])
+        acc += _seg_exp_store(x[s:e_], m, e[s:e_], d[s:e_])
     if not shift:
         # NaN (a NaN, or a log-probability above 0) poisons the fast sum: the exact path
         return 0.0, 0.0, (1.0 if acc == acc else np.nan)
@@ -131,16 +141,16 @@ TERM_FAST = _S.js_term_fast
 FINISH = _S.finish_row
 
 
-def _t_fam_seg(p, q, ep, eq, ap, cp, ip, aq, cq, iq, lo, hi):
+def _t_fam_seg(p, q, ep, eq, dp, dq, ap, cp, ip, aq, cq, iq, lo, hi):
     """The fast sum of a segment (NaN where a term was not exact). A probability side is
-    ``clip(x * a, lo, hi)``; a log-score side has log ``(x - a) - c`` and probability
-    ``e * i``, e its stored exponential."""
+    ``clip(x * a, lo, hi)``; a log-score side has log ``d - c`` and probability ``e * i``, d
+    and e its stored shifted log and exponential."""
     acc = like(p[0], 0.0)
     one = like(p[0], 1.0)
     zero = like(p[0], 0.0)
     for j in range(p.shape[0]):
         if LOG_P:
-            lpj = (p[j] - ap) - cp
+            lpj = dp[j] - cp
             pj = ep[j] * ip
         else:
             pj = clip(p[j] * ap, lo, hi)
@@ -148,7 +158,7 @@ def _t_fam_seg(p, q, ep, eq, ap, cp, ip, aq, cq, iq, lo, hi):
         qj, lqj = one, zero
         if HAS_Q:
             if LOG_Q:
-                lqj = (q[j] - aq) - cq
+                lqj = dq[j] - cq
                 qj = eq[j] * iq
             else:
                 qj = clip(q[j] * aq, lo, hi)
@@ -164,19 +174,20 @@ def _prob_params(x, normalize):
     return (1.0 / _row_total(x) if normalize else 1.0), 0.0, 1.0
 
 
-def _t_fam_fast(p, q, ep, eq, p_form, q_form, normalize, eps):
-    """A row's fast value; ep, eq: scratch of k elements for the exponentials of log sides."""
+def _t_fam_fast(p, q, ep, eq, dp, dq, p_form, q_form, normalize, eps):
+    """A row's fast value; ep, eq, dp, dq: scratch of k elements for the exponentials and the
+    shifted logs of log sides."""
     k = p.shape[0]
     # (a, c, i): (scale, 0, 1) for probabilities; the shift and the inverse mass of the stored
     # exponentials for log-scores
     if LOG_P:
-        a_p, c_p, i_p = _row_exp(p, ep, p_form == LOGITS or normalize)
+        a_p, c_p, i_p = _row_exp(p, ep, dp, p_form == LOGITS or normalize)
     else:
         a_p, c_p, i_p = _prob_params(p, normalize)
     a_q, c_q, i_q = 1.0, 0.0, 1.0
     if HAS_Q:
         if LOG_Q:
-            a_q, c_q, i_q = _row_exp(q, eq, q_form == LOGITS or normalize)
+            a_q, c_q, i_q = _row_exp(q, eq, dq, q_form == LOGITS or normalize)
         else:
             a_q, c_q, i_q = _prob_params(q, normalize)
     if not (abs(i_p) < np.inf and abs(i_q) < np.inf):
@@ -193,6 +204,8 @@ def _t_fam_fast(p, q, ep, eq, p_form, q_form, normalize, eps):
             q[s:e],
             ep[s:e],
             eq[s:e],
+            dp[s:e],
+            dq[s:e],
             like(x, a_p),
             like(x, c_p),
             like(x, i_p),
@@ -207,12 +220,12 @@ def _t_fam_fast(p, q, ep, eq, p_form, q_form, normalize, eps):
 
 def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
     """A row in float64 with the exact terms (every IEEE special value handled)."""
-    pa, plo, phi = _read_as(p, p_form, normalize, eps)
-    qa, qlo, qhi = _read_as(q, q_form, normalize, eps) if HAS_Q else (1.0, 0.0, 1.0)
+    pa, pc, plo, phi = _read_as(p, p_form, normalize, eps)
+    qa, qc, qlo, qhi = _read_as(q, q_form, normalize, eps) if HAS_Q else (1.0, 0.0, 0.0, 1.0)
     acc = 0.0
     for j in range(p.shape[0]):
         if LOG_P:
-            lp = clip(p[j] - pa, plo, phi)
+            lp = clip((p[j] - pa) - pc, plo, phi)
             pj = exp(lp)
         else:
             pj = clip(exact_div(p[j], pa), plo, phi)
@@ -220,7 +233,7 @@ def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
         qj, lq = 1.0, 0.0
         if HAS_Q:
             if LOG_Q:
-                lq = clip(q[j] - qa, qlo, qhi)
+                lq = clip((q[j] - qa) - qc, qlo, qhi)
                 qj = exp(lq)
             else:
                 qj = clip(exact_div(q[j], qa), qlo, qhi)
@@ -236,8 +249,9 @@ def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post
     fast = not (eps > 0.0 and (LOG_P or (HAS_Q and LOG_Q)))
     n = out.shape[0]
     for b in prange((n + FAM_BLOCK - 1) // FAM_BLOCK):
-        # exponentials of the log-score sides (a probability side passes its own row: unread)
-        scratch = np.empty((2, k if (LOG_P or LOG_Q) else 1), dtype=p.dtype)
+        # exponentials and shifted logs of the log-score sides (a probability side passes its
+        # own row: unread)
+        scratch = np.empty((4, k if (LOG_P or LOG_Q) else 1), dtype=p.dtype)
         for i in range(b * FAM_BLOCK, min(b * FAM_BLOCK + FAM_BLOCK, n)):
             pr = p[i * ldp : i * ldp + k]
             qr = q[i * ldq : i * ldq + k]
@@ -248,6 +262,8 @@ def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post
                     qr,
                     scratch[0] if LOG_P else pr,
                     scratch[1] if LOG_Q else qr,
+                    scratch[2] if LOG_P else pr,
+                    scratch[3] if LOG_Q else qr,
                     p_form,
                     q_form,
                     normalize,

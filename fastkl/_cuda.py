@@ -303,24 +303,25 @@ def _t_mass_part(x, i, kk, lane):
 
 
 def _t_side_stat(x, i, kk, lane, tid, sm, sm2, log_side):
-    """What a side's terms need of row i: a log-score side's shift (its log-sum-exp), a
-    probability side's mass (its divisor)."""
+    """What a side's terms need of row i, as (a, c): a log-score side's maximum and the log
+    of its shifted mass (kept apart: ``m + c`` as one number rounds c away when |m| is
+    large), a probability side's mass (its divisor) and 0."""
     if log_side:
         m, s = _t_lse_part(x, i, kk, lane)
         m, s = LSE(m, s, tid, lane, sm, sm2)
-        return m + log(s)
-    return SUM(_t_mass_part(x, i, kk, lane), tid, lane, sm, sm2)
+        return m, log(s)
+    return SUM(_t_mass_part(x, i, kk, lane), tid, lane, sm, sm2), f64(0.0)
 
 
-def _t_read(x, i, j, a, lo, hi, log_side):
-    """Element j of row i as (probability, log): a log-score shifted by ``a``, or a
+def _t_read(x, i, j, a, c, lo, hi, log_side):
+    """Element j of row i as (probability, log): a log-score as ``(x - a) - c``, or a
     probability divided by ``a`` (its row's mass, or 1), then clipped (infinite bounds clip
     nothing and keep NaN). A probability's log is taken only where the term reads it.
 
     A division, not a product with ``1 / a``: the reciprocal of a subnormal mass overflows
     to inf (the CPU paths divide too)."""
     if log_side:
-        lx = clip(f64(x[i, j]) - a, lo, hi)
+        lx = clip((f64(x[i, j]) - a) - c, lo, hi)
         return exp(lx), lx
     px = clip(f64(x[i, j]) / a, lo, hi)
     return px, (log(px) if NEEDS_LOG else px)
@@ -345,10 +346,12 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         # 1. statistics: a shift (log-score sides) or a mass (probability sides)
         a_p = f64(0.0) if LOG_P else f64(1.0)
         a_q = f64(0.0) if LOG_Q else f64(1.0)
+        c_p = f64(0.0)
+        c_q = f64(0.0)
         if stat_p:
-            a_p = _t_side_stat(p, ip, kk, lane, tid, sm, sm2, LOG_P)
+            a_p, c_p = _t_side_stat(p, ip, kk, lane, tid, sm, sm2, LOG_P)
         if HAS_Q and stat_q:
-            a_q = _t_side_stat(q, iq, kk, lane, tid, sm, sm2, LOG_Q)
+            a_q, c_q = _t_side_stat(q, iq, kk, lane, tid, sm, sm2, LOG_Q)
         # clipping bounds: [eps, 1] for probabilities, [log eps, 0] for log-probabilities
         lo_p, hi_p, lo_q, hi_q = -math.inf, math.inf, -math.inf, math.inf
         if eps > 0.0:
@@ -357,11 +360,11 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         # 2. the terms, in float64
         acc = f64(0.0)
         for j in range(lane, kk, GROUP):
-            pj, lpj = _t_read(p, ip, j, a_p, lo_p, hi_p, LOG_P)
+            pj, lpj = _t_read(p, ip, j, a_p, c_p, lo_p, hi_p, LOG_P)
             qj = f64(1.0)
             lqj = f64(0.0)
             if HAS_Q:
-                qj, lqj = _t_read(q, iq, j, a_q, lo_q, hi_q, LOG_Q)
+                qj, lqj = _t_read(q, iq, j, a_q, c_q, lo_q, hi_q, LOG_Q)
             acc += TERM(pj, qj, lpj, lqj)
         v = SUM(acc, tid, lane, sm, sm2)
         if lane == 0 and i < n:

@@ -163,6 +163,34 @@ def test_minus_inf_logits_are_zero_probabilities(name):
     assert_close(got, ref(name, p, q), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["kl_div", *FAMILY])
+def test_huge_logits_keep_the_log_of_their_mass(name, dtype):
+    """Two logits tie at 2e17: each is the log-probability -log 2, which ``z - (m + log s)``
+    rounds to 0 (found by the long fuzz run: pairwise_kl and kl_div disagreed). Row 0 goes
+    by the fast path, row 1 (a -inf logit) and the eps calls by the exact one; z is p, then q.
+    """
+    z = np.array([[-1.0, 2e17, 0.5, 2e17, 3.0], [-1.0, 2e17, -np.inf, 2e17, 3.0]], dtype)
+    x = np.array([[0.1, 0.2, 0.3, 0.15, 0.25], [0.0, 0.3, 0.0, 0.7, 0.0]], dtype)
+    stem = FAMILY.get(name, "kl")
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-12}
+    for eps in (None, 1e-7):
+        got = call(name, z, x, p_form="logits", eps=eps)
+        want = divergence_ref(stem, z, x, p_form="logits", eps=eps)
+        if name == "sym_kl" and eps is None:
+            # KL(q || p) where softmax(z) underflows to 0: the reference, in probabilities,
+            # says inf; the fast path keeps the log-probability -2e17 (as kl_div does for a
+            # log-score q), a finite 1.3e17. The exact path (row 1: a -inf logit) says inf.
+            assert got[0] > 1e17 and want[0] == np.inf
+            got, want = got[1:], want[1:]
+        assert_close(got, want, **tol)
+        if name != "entropy":  # x's zeros sit where softmax(z) is 0: finite in both rows
+            got = call(name, x[1], z, q_form="logits", eps=eps)
+            want = divergence_ref(stem, x[1], z, q_form="logits", eps=eps)
+            assert np.all(np.isfinite(want))
+            assert_close(got, want, **tol)
+
+
 # --- Jensen-Shannon ----------------------------------------------------------------------------
 
 
