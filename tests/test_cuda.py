@@ -255,6 +255,19 @@ def test_normalize_divides_by_a_subnormal_mass(launches, name):
 
 
 @kernels
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_huge_logits_keep_the_log_of_their_mass(launches, name):
+    """Two logits tie at 2e17: each is -log 2 (``m + log s`` as one number rounds it to 0)."""
+    z = np.array([[-1.0, 2e17, 0.5, 2e17, 3.0], [0.3, -2.0, 1e3, 999.0, 0.0]])
+    x = np.array([[0.1, 0.2, 0.3, 0.15, 0.25]] * 2)
+    cuda = launches.cuda
+    got = host(call(name, cuda.to_device(z), cuda.to_device(x), "logits", "probs"))
+    want = call(name, z, x, "logits", "probs")
+    assert np.all(np.isfinite(want))
+    assert_close(got, want, **TOL[np.float64])
+
+
+@kernels
 def test_layouts_axis_and_broadcasting(launches, rng):
     cuda = launches.cuda
     p = random_probs(rng, (2, 3, K))
