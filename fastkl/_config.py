@@ -4,8 +4,12 @@ Everything here runs once, at import, before any kernel is decorated:
 
 * ``JIT_OPTIONS`` / ``FASTMATH``: the options every CPU kernel is compiled with. The fastmath set
   leaves out ``nnan`` and ``ninf``: with them LLVM folds ``isnan`` to False and turns the +inf
-  of a zero in q into 0 (see ../shared/design/NUMBA_NOTES.md). ``reassoc`` is the flag that lets
-  LLVM vectorize a reduction.
+  of a zero in q into 0 (see ../shared/design/NUMBA_NOTES.md). It also leaves out ``reassoc``,
+  which lets LLVM choose the order of a sum: it chose differently in the process that compiled
+  a kernel and in the processes that load it from the cache (numba links the parfor body and
+  the helpers into the cached module, where LLVM optimizes them again), so a program's first
+  run differed from its later runs in the last bits. The kernels write their sums as explicit
+  lanes instead (``_cpu.LANES``): vectorized, in an order fixed by the source.
 * A cache locator for fastkl's own files. numba's cache key hashes only the file that holds the
   kernel, not the files of the functions it inlines, so editing ``_math.py`` would leave a stale
   kernel in the cache; and with no writable ``__pycache__`` (a read-only install) ``cache=True``
@@ -34,7 +38,7 @@ from typing import Any
 import numba
 from numba.core import caching as _caching
 
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 
 #: Options for every jitted CPU function (kernels add ``parallel`` and ``cache``).
 JIT_OPTIONS: dict[str, Any] = {

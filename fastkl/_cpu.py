@@ -15,18 +15,19 @@ forms, that is:
   bits (LLVM does not vectorize a float max reduction unless NaNs are ruled out, and they must
   not be); or the row sum, when normalizing probabilities;
 * a sum pass over segments of ``SEG`` elements, in the input's precision with the polynomial
-  ``log_ratio_core``/``log_core``/``exp_core`` of ``_simd``. Each segment's partial sum is
-  added in float64, segment by segment and chunk by chunk, in a fixed order;
+  ``log_ratio_core``/``log_core``/``exp_core`` of ``_simd``. Within a segment, term j goes to
+  lane ``j % LANES`` of a vector of partial sums (``_simd.lanes``), which are then added by
+  halves; each segment's sum is added in float64, segment by segment and chunk by chunk, in a
+  fixed order;
 * a few scalar operations that finish the row.
 
-The sum pass also checks that every value met the fast path's assumptions. For probabilities
-on both sides, ``_simd.ratio_guard`` turns a term NaN unless q is positive, normal and finite
-and p is zero or so; the NaN rides in the row's sum, so the check costs no second reduction
-per row. The other pairs accumulate a check that is exactly 0 when every probability is >= 0.
-A row that fails, or whose result is not finite (a NaN, a zero in q, logits of -inf), is
-computed again by the exact path (``_t_exact_row``: float64, IEEE special values handled term
-by term). That is where the exact semantics of ``_math`` come from, at no cost to ordinary
-rows.
+The sum pass also checks that every value met the fast path's assumptions: a term is NaN
+where its values are outside them (for probabilities on both sides, ``_simd.ratio_guard``
+turns it NaN unless q is positive, normal and finite and p is zero or so). The NaN rides in
+the row's sum, so the check costs no reduction of its own. A row that fails, or whose result
+is not finite (a NaN, a zero in q, logits of -inf), is computed again by the exact path
+(``_t_exact_row``: float64, IEEE special values handled term by term). That is where the
+exact semantics of ``_math`` come from, at no cost to ordinary rows.
 
 Shapes
 ------
@@ -39,10 +40,11 @@ Shapes
   few long rows still use every core; their partial sums are combined in chunk order. Log-score
   sides shift each chunk by its own maxima (no statistics pass: the data is read once).
 
-The mode depends on k, the forms and the layout only, never on n or the thread count. That is
-what makes results bitwise identical whatever the number of threads and whatever block of rows
-a row arrives in: LLVM may vectorize the same loop differently in two kernels, so bitwise
-equality only holds between calls that run the same kernel.
+The mode depends on k and the forms only, never on n, the layout or the thread count, and
+every sum is written in an order that the compiler may not change (no ``reassoc``; the lanes
+are explicit). That is what makes results bitwise identical whatever the number of threads,
+whatever block of rows a row arrives in, and whether this process compiled the kernel or
+loaded it from the cache.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _config, _math, _simd
-from ._config import FASTMATH, JIT_OPTIONS, compile_scalars, specialize
+from ._config import JIT_OPTIONS, compile_scalars, specialize
 from ._math import LOGITS, PROBS
 
 
@@ -88,6 +90,10 @@ log_core = _simd.log_core
 exp_core = _simd.exp_core
 like = _simd.like
 ratio_guard = _simd.ratio_guard
+LANES = _simd.LANES
+lanes = _simd.lanes
+lanes_total = _simd.lanes_total
+lane_sum = _simd.lane_sum
 
 SEG = 512  # elements summed in the input's precision before a float64 add
 CHUNK = 64 * SEG  # the unit a long row is split into across threads
@@ -98,21 +104,14 @@ MIN_NORMAL_F64 = float(np.finfo(np.float64).tiny)
 
 _KERNEL = dict(JIT_OPTIONS, parallel=True, cache=_config.CACHE)
 # Loop structure is inlined at the numba IR level: a call per segment of 64 elements would
-# cost more than the segment. Leaves (log, exp, the scalar terms) and the rarely taken exact
-# path are ordinary calls, which keeps the IR, and the compile time, small.
+# cost more than the segment (and the stack lanes of ``_simd.lanes`` belong to the frame they
+# are inlined into). Leaves (log, exp, the scalar terms) and the rarely taken exact path are
+# ordinary calls, which keeps the IR, and the compile time, small.
 _HELPER = dict(JIT_OPTIONS, inline="always")
-# Partial sums are combined without ``reassoc``: LLVM flags are per instruction and survive
-# inlining, so every mode adds the same float64 partials in the same order (bitwise identical
-# results whatever the threads or the mode; with reassoc, float64 split and row modes
-# differed in the last bit).
-_ORDERED = dict(JIT_OPTIONS, fastmath=set(FASTMATH - {"reassoc"}))
-# The exact path is scalar (libm calls), so reassoc buys it nothing, and it would let LLVM
-# turn ``(x - m) - c`` into ``x - (m + c)`` with ``m + c`` hoisted, rounding c away when |m|
-# is large. Without it, the exact path computes what it says.
-_CALL = _ORDERED
+_CALL = dict(JIT_OPTIONS)
 
 
-@njit(**_ORDERED)
+@njit(**_HELPER)
 def _add4(s0, s1, s2, s3, t0, t1, t2, t3):
     return s0 + t0, s1 + t1, s2 + t2, s3 + t3
 
@@ -169,15 +168,16 @@ def _read_as(x, form, normalize, eps):
 # The functions named _t_* are plain Python templates. They are specialized per form pair
 # (``_family`` below, through ``_config.specialize``) with these names bound:
 #   LOG_P, LOG_Q: whether p and q are log-scores (constants, so LLVM drops the other branches);
-#   SEG_SUMS: the pair's segment loop, returning 4 float64 sums:
-#     s0 the KL accumulator, s1 the check (0 when the fast path holds),
-#     s2 the mass of p (sum of p, or of exp(p - max) for log-scores), s3 that of q (log q only);
+#   SEG_SUMS: the pair's segment loop (``_t_seg_sums`` over the pair's ``_terms_*``),
+#     returning 4 float64 sums: s0 the KL accumulator, s1 a check (0 when the fast path
+#     holds; the segment loops put theirs in s0, the exact path's choice of rows adds none),
+#     s2 the mass of p (sum of p, or of exp(p - max) for log-scores), s3 that of q (log q
+#     only);
 #   and the other _t_* names, bound to their specialized versions.
 # Each pair's kernels then compile only that pair's code.
 
 LOG_P = False
 LOG_Q = False
-# SEG_SUMS is bound per pair too (defined below, after the segment loops).
 
 
 @njit(**_HELPER)
@@ -207,94 +207,112 @@ def _row_max2(p, q):
 
 @njit(**_HELPER)
 def _row_mass(x):
-    s = like(x[0], 0.0)
-    for j in range(x.shape[0]):
-        s += x[j]
-    return np.float64(s)
+    """The sum of a segment in its precision, in explicit lanes, as a float64."""
+    return lane_sum(x)
+
+
+# --- the terms of a segment, per form pair ----------------------------------------------
+#
+# ``_terms_xy(pj, qj, xp, xq, lo, hi, clipping)`` is element j's share of the pair's sums:
+# (the KL term, the term of p's mass, the term of q's mass). xp, xq are each side's scale
+# (probabilities) or shift (log-scores). The KL term is NaN where the element is outside the
+# fast path's assumptions: the check rides in the row's sum, which then sends the row to the
+# exact path, so it needs no reduction of its own (a count beside the float lanes halved
+# their vector width).
 
 
 @njit(**_HELPER)
-def _seg_pp(p, q, ap, aq, lo, hi):
-    """Sum of p log(p/q) (each side scaled, and clipped if lo > -inf). It is NaN unless every
-    q is positive, normal and finite and every p is 0 or so (``ratio_guard``): the check rides
-    in the sum, so a row has one reduction, not two."""
-    acc = like(p[0], 0.0)
-    if lo > -np.inf:
-        for j in range(p.shape[0]):
-            pj = clip(p[j] * ap, lo, hi)
-            qj = clip(q[j] * aq, lo, hi)
-            acc += ratio_guard(kl_term_fast(pj, qj), pj, qj)
-    else:
-        for j in range(p.shape[0]):
-            pj = p[j] * ap
-            qj = q[j] * aq
-            acc += ratio_guard(kl_term_fast(pj, qj), pj, qj)
-    return np.float64(acc), 0.0, 0.0, 0.0
+def _terms_pp(pj, qj, ap, aq, lo, hi, clipping):
+    """p log(p/q), each side scaled (and clipped if ``clipping``). It is NaN unless q is
+    positive, normal and finite and p is 0 or so (``ratio_guard``)."""
+    pj = pj * ap
+    qj = qj * aq
+    if clipping:
+        pj = clip(pj, lo, hi)
+        qj = clip(qj, lo, hi)
+    zero = like(pj, 0.0)
+    return ratio_guard(kl_term_fast(pj, qj), pj, qj), zero, zero
 
 
 @njit(**_HELPER)
-def _seg_pl(p, zq, ap, mq, lo, hi):
+def _terms_pl(pj, zq, ap, mq, lo, hi, clipping):
     """p probabilities, q log-scores shifted by mq."""
-    acc = like(p[0], 0.0)
-    mass = like(p[0], 0.0)
-    sq = like(p[0], 0.0)
-    chk = like(p[0], 0.0)
-    for j in range(p.shape[0]):
-        pj = p[j] * ap
-        dq = zq[j] - mq
-        chk += pj - abs(pj)  # negative or NaN p
-        acc += kl_term_log_fast(pj, log_core(pj), dq)  # p == 0: 0 times a finite log_core(0)
-        mass += pj
-        sq += exp_core(dq)
-    return np.float64(acc), np.float64(chk), np.float64(mass), np.float64(sq)
+    pj = pj * ap
+    dq = zq - mq
+    t = kl_term_log_fast(pj, log_core(pj), dq)  # p == 0: 0 times a finite log_core(0)
+    ok = pj >= like(pj, 0.0)  # not a negative or NaN p
+    return (t if ok else like(pj, np.nan)), pj, exp_core(dq)
 
 
 @njit(**_HELPER)
-def _seg_lp(zp, q, mp, aq, lo, hi):
+def _terms_lp(zp, qj, mp, aq, lo, hi, clipping):
     """p log-scores shifted by mp, q probabilities (which must be positive and normal)."""
-    zero = like(zp[0], 0.0)
-    one = like(zp[0], 1.0)
-    low = like(zp[0], -1e4)  # exp(low) is 0: a log-probability of -inf weighs 0, not NaN
-    tiny = like(zp[0], 1.1754943508222875e-38)  # float32's smallest normal
-    huge = like(zp[0], np.inf)
-    sp = zero
-    w = zero
-    chk = zero
-    for j in range(zp.shape[0]):
-        dp = zp[j] - mp
-        e = exp_core(dp)  # right for dp <= 0 only: a log-probability above 0 is flagged below
-        qj = q[j] * aq
-        # 1 unless q is normal, positive and finite (log_core's domain), 1 where a log p is
-        # above 0: counts, never negative, so no two cancel (a -1 for a negative q and a +1
-        # for it being below tiny once summed to 0 and let a negative q through as a number).
-        # Compares, not arithmetic: (q - q) was to be NaN for q = inf, and it folds to 0.
-        chk += (zero if (qj >= tiny and qj < huge) else one) + (one if dp > zero else zero)
-        sp += e
-        w += kl_term_log_fast(e, low if dp < low else dp, log_core(qj))
-    return np.float64(w), np.float64(chk), np.float64(sp), 0.0
+    low = like(zp, -1e4)  # exp(low) is 0: a log-probability of -inf weighs 0, not NaN
+    tiny = like(zp, 1.1754943508222875e-38)  # float32's smallest normal
+    dp = zp - mp
+    e = exp_core(dp)  # right for dp <= 0 only: a log-probability above 0 is flagged below
+    qj = qj * aq
+    t = kl_term_log_fast(e, low if dp < low else dp, log_core(qj))
+    # q in log_core's domain (normal, positive, finite: compares, which a NaN fails), and a
+    # log p of at most 0
+    ok = (qj >= tiny) & (qj < like(zp, np.inf)) & (dp <= like(zp, 0.0))
+    return (t if ok else like(zp, np.nan)), e, like(zp, 0.0)
 
 
 @njit(**_HELPER)
-def _seg_ll(zp, zq, mp, mq, lo, hi):
+def _terms_ll(zp, zq, mp, mq, lo, hi, clipping):
     """Both sides log-scores, shifted by their maxima (log-probabilities: by 0)."""
-    zero = like(zp[0], 0.0)
-    one = like(zp[0], 1.0)
-    low = like(zp[0], -1e4)
-    sp = zero
-    sq = zero
-    w = zero
-    chk = zero
-    for j in range(zp.shape[0]):
-        dp = zp[j] - mp
-        dq = zq[j] - mq
-        e = exp_core(dp)
-        sp += e
-        sq += exp_core(dq)  # a mass only for logits, whose dq <= 0
-        # exp_core is right for dp <= 0 only: a log-probability above 0 (p > 1, which
-        # overflows float32 from 89 on) sends the row to the exact path
-        chk += one if dp > zero else zero
-        w += kl_term_log_fast(e, low if dp < low else dp, dq)
-    return np.float64(w), np.float64(chk), np.float64(sp), np.float64(sq)
+    low = like(zp, -1e4)
+    dp = zp - mp
+    dq = zq - mq
+    e = exp_core(dp)
+    t = kl_term_log_fast(e, low if dp < low else dp, dq)
+    # exp_core is right for dp <= 0 only: a log-probability above 0 (p > 1, which overflows
+    # float32 from 89 on) sends the row to the exact path. q's mass is only read for logits,
+    # whose dq <= 0.
+    return (t if dp <= like(zp, 0.0) else like(zp, np.nan)), e, exp_core(dq)
+
+
+# Bound per pair as well: its terms, whether it clips (probabilities only: the other pairs
+# send clipped rows to the exact path) and whether its third and fourth sums are read.
+TERMS = _terms_pp
+CLIPS = True
+MASS_P = False
+MASS_Q = False
+
+
+def _t_seg_lanes(p, q, xp, xq, lo, hi, clipping):
+    """A segment's sums (s0, 0, s2, s3), term j into lane j % LANES."""
+    a0 = lanes(p[0])
+    a2 = lanes(p[0])
+    a3 = lanes(p[0])
+    n = p.shape[0]
+    full = n - n % LANES
+    for j0 in range(0, full, LANES):
+        for lane in range(LANES):
+            t0, t2, t3 = TERMS(p[j0 + lane], q[j0 + lane], xp, xq, lo, hi, clipping)
+            a0[lane] += t0
+            if MASS_P:
+                a2[lane] += t2
+            if MASS_Q:
+                a3[lane] += t3
+    for lane in range(n - full):
+        t0, t2, t3 = TERMS(p[full + lane], q[full + lane], xp, xq, lo, hi, clipping)
+        a0[lane] += t0
+        if MASS_P:
+            a2[lane] += t2
+        if MASS_Q:
+            a3[lane] += t3
+    s2 = lanes_total(a2) if MASS_P else 0.0
+    s3 = lanes_total(a3) if MASS_Q else 0.0
+    return lanes_total(a0), 0.0, s2, s3
+
+
+def _t_seg_sums(p, q, xp, xq, lo, hi):
+    """SEG_SUMS: a loop of its own for clipping, whose bounds are not free in the other."""
+    if CLIPS and lo > -np.inf:
+        return SEG_LANES(p, q, xp, xq, lo, hi, True)
+    return SEG_LANES(p, q, xp, xq, lo, hi, False)
 
 
 def _t_seg_stats(p, q, stat_p, stat_q):
@@ -614,7 +632,8 @@ def _t_kl_rows_split(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor,
         out[i] = kl / divisor
 
 
-SEG_SUMS = _seg_pp  # the probabilities pair's, until _family binds each pair's own
+SEG_LANES = _t_seg_lanes  # templates until _family binds each pair's own
+SEG_SUMS = _t_seg_sums
 
 _HELPER_TEMPLATES = (
     "_t_seg_stats",
@@ -633,9 +652,20 @@ _HELPER_TEMPLATES = (
 _KERNEL_TEMPLATES = ("_t_kl_rows", "_t_kl_rows_plain", "_t_kl_rows_split")
 
 
-def _family(tag: str, log_p: bool, log_q: bool, seg_sums) -> dict:
+def _family(tag: str, log_p: bool, log_q: bool, terms) -> dict:
     """Specialize every template for one form pair; returns the pair's kernels by template."""
-    bindings = {"LOG_P": log_p, "LOG_Q": log_q, "SEG_SUMS": seg_sums}
+    bindings = {
+        "LOG_P": log_p,
+        "LOG_Q": log_q,
+        "TERMS": terms,
+        "CLIPS": not (log_p or log_q),
+        # pl: the mass of p weighs log q's shift; lp, ll: the mass of exp(p)
+        "MASS_P": log_p or log_q,
+        "MASS_Q": log_q,
+    }
+    lanes_fn = specialize(_t_seg_lanes, f"seg_lanes_{tag}", bindings)
+    bindings["SEG_LANES"] = njit(**_HELPER)(lanes_fn)
+    bindings["SEG_SUMS"] = njit(**_HELPER)(specialize(_t_seg_sums, f"seg_sums_{tag}", bindings))
     for name in _HELPER_TEMPLATES:
         fn = specialize(globals()[name], f"{name[3:]}_{tag}", bindings)
         bindings[name] = njit(**(_CALL if name == "_t_exact_row" else _HELPER))(fn)
@@ -648,10 +678,10 @@ def _family(tag: str, log_p: bool, log_q: bool, seg_sums) -> dict:
 
 #: (p is log-scores, q is log-scores) -> the pair's kernels (and exact row) by template name
 KL_KERNELS = {
-    (False, False): _family("pp", False, False, _seg_pp),
-    (False, True): _family("pl", False, True, _seg_pl),
-    (True, False): _family("lp", True, False, _seg_lp),
-    (True, True): _family("ll", True, True, _seg_ll),
+    (False, False): _family("pp", False, False, _terms_pp),
+    (False, True): _family("pl", False, True, _terms_pl),
+    (True, False): _family("lp", True, False, _terms_lp),
+    (True, True): _family("ll", True, True, _terms_ll),
 }
 
 
@@ -665,8 +695,8 @@ K = 1  # a flat kernel's row length, bound per specialization below
 def _t_flat_sums(terms, sums):
     """sums[i] = the K terms of row i added in order. K is a constant, so the loop over rows
     vectorizes (K-strided loads); with a runtime k, only the inner K-loop could, and it is
-    shorter than a vector. Compiled without reassoc: every row's terms are added in the same
-    order in the vector body and the remainder alike."""
+    shorter than a vector. Each row's terms are added in order, in the vector body and the
+    remainder alike (the lanes are rows)."""
     for i in range(sums.shape[0]):
         acc = like(terms[0], 0.0)
         for j in range(K):
@@ -723,7 +753,7 @@ def _t_kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
 
 
 def _flat_kernel(k: int):
-    sums = njit(**_ORDERED)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
+    sums = njit(**_CALL)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
     block = njit(**_HELPER)(specialize(_t_flat_block, f"flat_block_{k}", {"K": k}))
     bindings = {"K": k, "FLAT_SUMS": sums, "FLAT_BLOCK": block}
     kernel = specialize(_t_kl_rows_flat, f"kl_rows_flat_{k}_cpu", bindings)

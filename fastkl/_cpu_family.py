@@ -6,8 +6,9 @@ kernel template, specialized per divergence and form pair, around the terms of `
 1. statistics of a row, when a side needs them: the log-sum-exp of logits (a max pass through
    ordered bits, then a sum of exponentials), or the mass of a probability row to normalize;
 2. one sum pass over segments of ``SEG`` elements in the input's precision (vectorized: the
-   fast term checks itself through ``ratio_guard`` and turns NaN where it is not exact), each
-   segment's partial sum added in float64 in a fixed order;
+   fast term checks itself through ``ratio_guard`` and turns NaN where it is not exact; the
+   terms go to explicit lanes, as in ``_cpu``), each segment's partial sum added in float64 in
+   a fixed order;
 3. a row whose fast sum is not finite (a zero in a side that cannot have one, a NaN, a -inf
    logit, a subnormal) is computed again by the exact float64 terms.
 
@@ -15,9 +16,8 @@ Unlike KL, whose terms split into sums that a finish step rescales (``_cpu``), t
 mix p and q inside a logarithm (Jensen-Shannon's ``m``) or are linear in one side only, so
 both sides are normalized before the sum pass: a log-score row is read three times (its
 max; its exponentials and shifted logs, stored in scratch rows so that the sum pass does not
-take them again, 25% faster for Jensen-Shannon on logits, and reads its logs from memory,
-which keeps LLVM from folding the shift (see ``_seg_exp_store``); the terms), from cache for
-rows up to the L2 size.
+take them again, 25% faster for Jensen-Shannon on logits; the terms), from cache for rows up
+to the L2 size.
 The row is the unit of work (no split of long rows across threads).
 
 The closed forms are elementwise terms summed along a row (``k == 1`` for elementwise
@@ -36,6 +36,7 @@ from ._cpu import (
     _HELPER,
     _KERNEL,
     _S,  # the scalar terms of _math, compiled for the CPU
+    LANES,
     SEG,
     _read_as,
     _row_mass,
@@ -44,6 +45,8 @@ from ._cpu import (
     exact_div,
     exp,
     exp_core,
+    lanes,
+    lanes_total,
     like,
     log,
     log_core,
@@ -70,27 +73,17 @@ def _seg_exp_store(x, m, e, s):
     """s[j] = x[j] - m and e[j] = exp(s[j]) for a segment; returns the sum of e in float64,
     or NaN where an s[j] is above 0: exp_core is right for x - m <= 0 only, and an unshifted
     log-probability above 0 (p > 1, which overflows float32 from 89 on) must go to the exact
-    path.
+    path. The sum pass reads the shifted logs s (and subtracts the log of the mass there).
 
-    The sum pass reads the shifted logs s from memory and subtracts the log of the mass from
-    them there. Computed in that pass from x, ``(x - m) - c`` was compiled as ``x - (m + c)``
-    (reassoc lets LLVM rewrite a chain of subtractions, looking through operands compiled
-    without it), which rounds c away when |m| is large: float32 logits around 1e5 gave
-    generalized_kl 4e-3 off. A loaded value is opaque to such rewrites."""
-    above = like(x[0], 0.0)
+    An exponential is stored as NaN where s[j] is above 0, which makes the sum NaN: the check
+    needs no count of its own (an integer count beside the float32 lanes halved their
+    vector width)."""
     mm = like(x[0], m)
     for j in range(x.shape[0]):
         d = x[j] - mm
         s[j] = d
-        e[j] = exp_core(d)
-        above += like(x[0], 1.0) if d > like(x[0], 0.0) else like(x[0], 0.0)  # exact count
-    # The sum is a second loop, which stores nothing: a loop that both stores and reduces
-    # is vectorized or not by a runtime check of how far apart e and x lie in memory, and
-    # the two paths add in different orders (rows differed by an ulp from call to call).
-    s = like(x[0], 0.0)
-    for j in range(x.shape[0]):
-        s += e[j]
-    return np.float64(s) if above == 0.0 else np.nan
+        e[j] = exp_core(d) if d <= like(d, 0.0) else like(d, np.nan)
+    return _row_mass(e)
 
 
 @njit(**_HELPER)
@@ -141,31 +134,39 @@ TERM_FAST = _S.js_term_fast
 FINISH = _S.finish_row
 
 
-def _t_fam_seg(p, q, ep, eq, dp, dq, ap, cp, ip, aq, cq, iq, lo, hi):
-    """The fast sum of a segment (NaN where a term was not exact). A probability side is
+def _t_fam_term(p, q, ep, eq, dp, dq, j, ap, cp, ip, aq, cq, iq, lo, hi):
+    """Term j of a segment's fast sum (NaN where it is not exact). A probability side is
     ``clip(x * a, lo, hi)``; a log-score side has log ``d - c`` and probability ``e * i``, d
     and e its stored shifted log and exponential."""
-    acc = like(p[0], 0.0)
-    one = like(p[0], 1.0)
-    zero = like(p[0], 0.0)
-    for j in range(p.shape[0]):
-        if LOG_P:
-            lpj = dp[j] - cp
-            pj = ep[j] * ip
+    if LOG_P:
+        lpj = dp[j] - cp
+        pj = ep[j] * ip
+    else:
+        pj = clip(p[j] * ap, lo, hi)
+        lpj = log_core(pj)
+    qj, lqj = like(pj, 1.0), like(pj, 0.0)
+    if HAS_Q:
+        if LOG_Q:
+            lqj = dq[j] - cq
+            qj = eq[j] * iq
         else:
-            pj = clip(p[j] * ap, lo, hi)
-            lpj = log_core(pj)
-        qj, lqj = one, zero
-        if HAS_Q:
-            if LOG_Q:
-                lqj = dq[j] - cq
-                qj = eq[j] * iq
-            else:
-                qj = clip(q[j] * aq, lo, hi)
-                lqj = log_core(qj)
-        lr = lpj - lqj if (LOG_P or LOG_Q) else log_ratio_core(pj, qj)
-        acc += TERM_FAST(pj, qj, lpj, lqj, lr)
-    return np.float64(acc)
+            qj = clip(q[j] * aq, lo, hi)
+            lqj = log_core(qj)
+    lr = lpj - lqj if (LOG_P or LOG_Q) else log_ratio_core(pj, qj)
+    return TERM_FAST(pj, qj, lpj, lqj, lr)
+
+
+def _t_fam_seg(p, q, ep, eq, dp, dq, ap, cp, ip, aq, cq, iq, lo, hi):
+    """The fast sum of a segment, term j into lane j % LANES (see ``_cpu``)."""
+    a = lanes(p[0])
+    n = p.shape[0]
+    full = n - n % LANES
+    for j0 in range(0, full, LANES):
+        for lane in range(LANES):
+            a[lane] += FAM_TERM(p, q, ep, eq, dp, dq, j0 + lane, ap, cp, ip, aq, cq, iq, lo, hi)
+    for lane in range(n - full):
+        a[lane] += FAM_TERM(p, q, ep, eq, dp, dq, full + lane, ap, cp, ip, aq, cq, iq, lo, hi)
+    return lanes_total(a)
 
 
 @njit(**_HELPER)
@@ -274,7 +275,8 @@ def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post
             out[i] = FINISH(v / divisor, post)
 
 
-SEG_SUM = _t_fam_seg  # bound per specialization
+FAM_TERM = _t_fam_term  # templates, bound per specialization
+SEG_SUM = _t_fam_seg
 
 
 def _specialize_family(name: str, log_p: bool, log_q: bool):
@@ -287,6 +289,7 @@ def _specialize_family(name: str, log_p: bool, log_q: bool):
         "TERM": term,
         "TERM_FAST": term_fast,
     }
+    bindings["FAM_TERM"] = njit(**_HELPER)(specialize(_t_fam_term, f"term_{tag}", bindings))
     bindings["SEG_SUM"] = njit(**_HELPER)(specialize(_t_fam_seg, f"seg_{tag}", bindings))
     bindings["_t_fam_fast"] = njit(**_HELPER)(specialize(_t_fam_fast, f"fast_{tag}", bindings))
     bindings["_t_fam_exact"] = njit(**_CALL)(specialize(_t_fam_exact, f"exact_{tag}", bindings))
@@ -311,40 +314,64 @@ TERM2 = _S.bernoulli_term
 TERM4 = _S.gaussian_term
 
 
+def _t_term(a, lda, b, ldb, c, ldc, d, ldd, i, j):
+    """Term (i, j) of a closed form, in float64: TERM2 of (a, b), or TERM4 of (a, b, c, d)."""
+    if FOUR:
+        return TERM4(
+            np.float64(a[i * lda + j]),
+            np.float64(b[i * ldb + j]),
+            np.float64(c[i * ldc + j]),
+            np.float64(d[i * ldd + j]),
+        )
+    return TERM2(np.float64(a[i * lda + j]), np.float64(b[i * ldb + j]))
+
+
+def _t_closed_row(a, lda, b, ldb, c, ldc, d, ldd, i, k):
+    """Row i's sum of terms: in order below LANES terms (elementwise results are k == 1),
+    else in explicit lanes (see ``_cpu``)."""
+    if k < LANES:
+        acc = 0.0
+        for j in range(k):
+            acc += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j)
+        return acc
+    sums = lanes(0.0)
+    full = k - k % LANES
+    for j0 in range(0, full, LANES):
+        for lane in range(LANES):
+            sums[lane] += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j0 + lane)
+    for lane in range(k - full):
+        sums[lane] += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, full + lane)
+    return lanes_total(sums)
+
+
 def _t_sum_rows2(a, lda, b, ldb, k, divisor, out):
     """out[i] = sum_j TERM2(a_ij, b_ij) / divisor, in float64."""
     for i in prange(out.shape[0]):
-        acc = 0.0
-        for j in range(k):
-            acc += TERM2(np.float64(a[i * lda + j]), np.float64(b[i * ldb + j]))
-        out[i] = acc / divisor
+        out[i] = CLOSED_ROW(a, lda, b, ldb, a, 0, a, 0, i, k) / divisor
 
 
 def _t_sum_rows4(a, lda, b, ldb, c, ldc, d, ldd, k, out):
     """out[i] = sum_j TERM4(a_ij, b_ij, c_ij, d_ij), in float64."""
     for i in prange(out.shape[0]):
-        acc = 0.0
-        for j in range(k):
-            acc += TERM4(
-                np.float64(a[i * lda + j]),
-                np.float64(b[i * ldb + j]),
-                np.float64(c[i * ldc + j]),
-                np.float64(d[i * ldd + j]),
-            )
-        out[i] = acc
+        out[i] = CLOSED_ROW(a, lda, b, ldb, c, ldc, d, ldd, i, k)
 
 
-_bernoulli_rows_cpu = njit(**_KERNEL)(
-    specialize(_t_sum_rows2, "bernoulli_rows_cpu", {"TERM2": _S.bernoulli_term})
-)
-_vae_rows_cpu = njit(**_KERNEL)(specialize(_t_sum_rows2, "vae_rows_cpu", {"TERM2": _S.vae_term}))
-_gaussian_rows_cpu = njit(**_KERNEL)(
-    specialize(_t_sum_rows4, "gaussian_rows_cpu", {"TERM4": _S.gaussian_term})
-)
+FOUR = False  # bound per closed form, with its TERM2 or TERM4, TERM and CLOSED_ROW
+TERM = _t_term
+CLOSED_ROW = _t_closed_row
+
+
+def _closed_kernel(name: str, template, **terms):
+    bindings = dict(terms, FOUR="TERM4" in terms)
+    bindings["TERM"] = njit(**_HELPER)(specialize(_t_term, f"term_{name}", bindings))
+    row = specialize(_t_closed_row, f"row_{name}", bindings)
+    bindings["CLOSED_ROW"] = njit(**_HELPER)(row)
+    return njit(**_KERNEL)(specialize(template, f"{name}_rows_cpu", bindings))
+
 
 #: closed form -> its row kernel
 CLOSED_KERNELS = {
-    "bernoulli": _bernoulli_rows_cpu,
-    "vae": _vae_rows_cpu,
-    "gaussian": _gaussian_rows_cpu,
+    "bernoulli": _closed_kernel("bernoulli", _t_sum_rows2, TERM2=_S.bernoulli_term),
+    "vae": _closed_kernel("vae", _t_sum_rows2, TERM2=_S.vae_term),
+    "gaussian": _closed_kernel("gaussian", _t_sum_rows4, TERM4=_S.gaussian_term),
 }

@@ -34,7 +34,9 @@ import struct
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
 from ._config import JIT_OPTIONS
 
@@ -103,7 +105,7 @@ def _pow2(typingctx, n):
 @intrinsic
 def _ldexp(typingctx, y, n):
     """y * 2**n by adding n to y's exponent bits, for an integer-valued float n and a normal
-    result. An integer add: unlike y * 2**a * 2**b, the fastmath reassoc flag cannot fold it."""
+    result. An integer add: unlike y * 2**a * 2**b, a fastmath reassoc flag could not fold it."""
     if y not in _LAYOUT or n != y:
         return None
     width, mbits, _, _ = _LAYOUT[y]
@@ -140,7 +142,7 @@ def _reduce(typingctx, x, n, c_hi, c_lo):
     """(x - n * c_hi) - n * c_lo as two fused multiply-adds.
 
     The Cody-Waite argument reduction of exp only works in this order. Written as plain
-    arithmetic, the kernels' ``reassoc`` flag lets LLVM regroup it to x - n * (c_hi + c_lo)
+    arithmetic, a ``reassoc`` flag would let LLVM regroup it to x - n * (c_hi + c_lo)
     and lose the low part of ln 2 (4.6 ulp measured); numba's fastmath pass flags every
     instruction, so the order is pinned with ``llvm.fma``, which no flag may split.
     """
@@ -325,7 +327,7 @@ _SHIFTER_F = _F(12582912.0)  # 1.5 * 2**23: adding it rounds to an integer, in o
 def _exp_poly_f32(x):
     # x = n ln2 + r, |r| <= ln2 / 2; returns (exp(r), n). n = round(x / ln2) by the shifter:
     # one FMA and a subtraction, where floor() would be a rounding instruction more. (The FMA
-    # keeps the kernels' reassoc flag from folding (x log2e + S) - S into x log2e.) exp(r) is
+    # would keep a reassoc flag from folding (x log2e + S) - S into x log2e.) exp(r) is
     # 1 + r + r**2 P(r), P the near-minimax fit ``mpmath.chebyfit(g, [-ln2/2, ln2/2], 5)`` of
     # g(r) = (exp(r) - 1 - r) / r**2: 1e-8 relative, a coefficient fewer than Cephes' expf.
     n = _fma(x, _F(1.44269504088896341), _SHIFTER_F) - _SHIFTER_F
@@ -610,4 +612,181 @@ def _like_overload(x, value):
         return lambda x, value: np.float32(value)
     if x == types.float64:
         return lambda x, value: np.float64(value)
+    return None
+
+
+# --- sums in explicit lanes ----------------------------------------------------------------
+#
+# The kernels are compiled without ``reassoc`` (see _config), so LLVM adds a sum in the order
+# the source gives, and the result cannot depend on how a build inlined or vectorized it. A
+# sum that is to vectorize then names its order: LANES partial sums, term j into lane
+# j % LANES, and the lanes added by halves (lane i + half into lane i, down to two).
+
+#: The partial sums of a vectorized sum: one AVX-512 register of float32, two of float64.
+LANES = 16
+
+
+def _halves(a):
+    """The lanes of ``a`` added by halves in their precision, as a float (the order of both
+    compiled sums below)."""
+    a = np.array(a)
+    while a.shape[0] > 1:
+        half = a.shape[0] // 2
+        a = a[:half] + a[half:]
+    return float(a[0])
+
+
+def lanes(x):
+    """LANES zeros of x's type: the partial sums of a sum in explicit lanes.
+
+    A loop adds term j into lane j % LANES; the kernels then add the lanes by halves. Compiled,
+    this is an array on the stack of the function it is inlined into, zeroed where it is
+    called: no allocation, and LLVM keeps it in registers since nothing else can point into
+    it. It must not outlive that function (the kernels use it within one sum).
+    """
+    return np.zeros(LANES, type(x))
+
+
+def lane_sum(x):
+    """The sum of a 1-D contiguous float array in LANES lanes, added by halves, as a float64.
+
+    Compiled, an explicit vector loop: a plain loop over ``lanes`` would be fully unrolled
+    before LLVM's loop vectorizer sees it, and the 16 scalar sums left are not vectorized.
+    """
+    a = np.zeros(LANES, x.dtype)
+    full = x.shape[0] - x.shape[0] % LANES
+    for j0 in range(0, full, LANES):
+        a += x[j0 : j0 + LANES]
+    a[: x.shape[0] - full] += x[full:]
+    return _halves(a)
+
+
+@intrinsic
+def _stack_zeros(typingctx, x):
+    if x not in _LAYOUT:
+        return None
+    array_type = types.Array(x, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        lty = context.get_value_type(x)
+        block = ir.ArrayType(lty, LANES)
+        slot = cgutils.alloca_once(builder, block)  # in the entry block: one per call site
+        builder.store(ir.Constant(block, None), slot)  # zeroed at each call
+        zero = ir.Constant(ir.IntType(32), 0)
+        data = builder.gep(slot, [zero, zero], inbounds=True)
+        array = context.make_array(array_type)(context, builder)
+        size = context.get_abi_sizeof(lty)
+        intp = context.get_value_type(types.intp)
+        populate_array(
+            array,
+            data=data,
+            shape=(intp(LANES),),
+            strides=(intp(size),),
+            itemsize=intp(size),
+            meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(x), codegen
+
+
+@overload(lanes, inline="always", jit_options=JIT_OPTIONS)
+def _lanes_overload(x):
+    # inlined at the numba IR level, so the stack slot belongs to the caller's frame
+    if x in _LAYOUT:
+        return lambda x: _stack_zeros(x)
+    return None
+
+
+def _emit_halves(builder, v, width):
+    """The lanes of vector v added by halves (as ``_halves``), a scalar of v's element type."""
+    while width > 1:
+        half = width // 2
+        lo = builder.shuffle_vector(
+            v, v, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half)))
+        )
+        hi = builder.shuffle_vector(
+            v, v, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half, width)))
+        )
+        v = builder.fadd(lo, hi)
+        width = half
+    return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+
+def lanes_total(a):
+    """The LANES partial sums in ``a`` (from ``lanes``) added by halves, as a float64."""
+    return _halves(a)
+
+
+@intrinsic
+def _lanes_total(typingctx, a):
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype in _LAYOUT):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(a.dtype)
+        vty = ir.VectorType(fty, LANES)
+        data = context.make_array(a)(context, builder, args[0]).data
+        v = builder.load(
+            builder.bitcast(data, vty.as_pointer()), align=context.get_abi_sizeof(fty)
+        )
+        total = _emit_halves(builder, v, LANES)
+        if a.dtype == types.float32:
+            total = builder.fpext(total, ir.DoubleType())
+        return total
+
+    return types.float64(a), codegen
+
+
+@overload(lanes_total, inline="always", jit_options=JIT_OPTIONS)
+def _lanes_total_overload(a):
+    if isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype in _LAYOUT:
+        return lambda a: _lanes_total(a)
+    return None
+
+
+@intrinsic
+def _lane_sum(typingctx, x):
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype in _LAYOUT):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(x.dtype)
+        vty = ir.VectorType(fty, LANES)
+        intp = context.get_value_type(types.intp)
+        array = context.make_array(x)(context, builder, args[0])
+        n = builder.extract_value(array.shape, 0)
+        data = array.data
+        full = builder.sub(n, builder.srem(n, intp(LANES)))
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, None))
+        align = context.get_abi_sizeof(fty)
+        with cgutils.for_range_slice(builder, intp(0), full, intp(LANES), intp) as (j, _):
+            ptr = builder.bitcast(builder.gep(data, [j], inbounds=True), vty.as_pointer())
+            builder.store(builder.fadd(builder.load(acc), builder.load(ptr, align=align)), acc)
+        # The last n % LANES elements into the first lanes: a masked load (the lanes past
+        # the end read nothing) and a select, so that the other lanes keep their bits.
+        i32 = ir.IntType(32)
+        rest = builder.trunc(builder.sub(n, full), i32)
+        lane_ids = ir.Constant(ir.VectorType(i32, LANES), list(range(LANES)))
+        splat = builder.insert_element(ir.Constant(ir.VectorType(i32, LANES), None), rest, i32(0))
+        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, LANES), None))
+        mask = builder.icmp_unsigned("<", lane_ids, splat)
+        name = f"llvm.masked.load.v{LANES}{'f32' if x.dtype == types.float32 else 'f64'}.p0"
+        fnty = ir.FunctionType(vty, [vty.as_pointer(), i32, mask.type, vty])
+        masked_load = cgutils.get_or_insert_function(builder.module, fnty, name)
+        ptr = builder.bitcast(builder.gep(data, [full], inbounds=True), vty.as_pointer())
+        tail = builder.call(masked_load, [ptr, i32(align), mask, ir.Constant(vty, None)])
+        v = builder.load(acc)
+        total = _emit_halves(builder, builder.select(mask, builder.fadd(v, tail), v), LANES)
+        if x.dtype == types.float32:
+            total = builder.fpext(total, ir.DoubleType())
+        return total
+
+    return types.float64(x), codegen
+
+
+@overload(lane_sum, jit_options=JIT_OPTIONS)
+def _lane_sum_overload(x):
+    if isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype in _LAYOUT:
+        return lambda x: _lane_sum(x)
     return None

@@ -197,3 +197,71 @@ def test_ratio_guard_special_values(dtype):
     assert np.all(np.isfinite(got[passes]))
     for pv, qv, ok in cases:  # the plain-Python version (NUMBA_DISABLE_JIT=1) agrees
         assert np.isnan(_simd.ratio_guard(dtype(1.0), dtype(pv), dtype(qv))) != ok
+
+
+# --- sums in explicit lanes ----------------------------------------------------------------
+
+
+@njit(**JIT_OPTIONS)
+def _lane_loop(x):
+    """A sum written as the kernels write theirs: term j into lane j % LANES."""
+    a = _simd.lanes(x[0])
+    full = x.shape[0] - x.shape[0] % _simd.LANES
+    for j0 in range(0, full, _simd.LANES):
+        for lane in range(_simd.LANES):
+            a[lane] += x[j0 + lane]
+    for lane in range(x.shape[0] - full):
+        a[lane] += x[full + lane]
+    return _simd.lanes_total(a)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _lane_sums(x, k, out, loop_out):
+    for i in prange(out.shape[0]):
+        out[i] = _simd.lane_sum(x[i * k : i * k + k])
+        loop_out[i] = _lane_loop(x[i * k : i * k + k])
+
+
+def _order_reference(row: np.ndarray) -> float:
+    """The lanes' order in numpy, element by element in the row's precision."""
+    a = np.zeros(_simd.LANES, row.dtype)
+    for j, v in enumerate(row):
+        a[j % _simd.LANES] += v
+    while a.shape[0] > 1:
+        a = a[: a.shape[0] // 2] + a[a.shape[0] // 2 :]
+    return float(a[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_sums_add_in_the_documented_order(dtype):
+    """``lane_sum`` (an explicit vector loop), a loop over ``lanes`` (what the kernels write),
+    the plain-Python fallback and numpy element by element: the same bits, for every tail
+    length; and within float rounding of the exact sum."""
+    rng = np.random.default_rng(7)
+    for k in [1, 2, 15, 16, 17, 31, 32, 33, 47, 100, 512]:
+        x = (rng.standard_normal(9 * k) * 10.0 ** rng.integers(-3, 4, 9 * k)).astype(dtype)
+        out, loop_out = np.empty(9), np.empty(9)
+        _lane_sums(x, k, out, loop_out)
+        for i in range(9):
+            row = x[i * k : (i + 1) * k]
+            want = _order_reference(row)
+            assert out[i] == want and loop_out[i] == want, (k, i)
+            assert _simd.lane_sum(row) == want
+            exact = __import__("math").fsum(row.astype(np.float64))
+            scale = np.abs(row.astype(np.float64)).sum()
+            assert abs(out[i] - exact) <= 4 * k * np.finfo(dtype).eps * scale
+
+
+def test_lane_sum_keeps_special_values_and_reads_no_further():
+    """NaN and inf ride in the sum; a row read from the middle of a buffer adds none of its
+    neighbours (the tail is a masked load)."""
+    x = np.arange(40, dtype=np.float32)
+    out, loop_out = np.empty(1), np.empty(1)
+    _lane_sums(x[3:24], 21, out, loop_out)  # k = 21 rows of the slice: one row
+    assert out[0] == loop_out[0] == float(np.arange(3, 24).sum())
+    for bad, want in [(np.nan, np.nan), (np.inf, np.inf), (-np.inf, -np.inf)]:
+        y = np.ones(37)
+        y[35] = bad
+        _lane_sums(y, 37, out, loop_out)
+        assert np.array_equal(out, [want], equal_nan=True), bad
+        assert np.array_equal(loop_out, [want], equal_nan=True), bad
