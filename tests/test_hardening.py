@@ -243,10 +243,11 @@ def test_first_calls_from_eight_threads_at_once(calls, tmp_path):
     assert not bad, bad
 
 
-#: Calls whose kernels once gave other last bits in the process that compiled them than in
-#: the processes that loaded them from the cache (README, Reliability): a float64 KL row of
-#: 37, float32 Jensen-Shannon on logits, a KL whose q is logits, a closed form.
-_RECOMPILED = ("kl_div f64", "js_div f32 logits", "kl_div f32 probs/logits sum", "gaussian_kl")
+#: Two calls whose kernels gave other last bits in the process that compiled them than in
+#: the processes that loaded them from the cache (README, Reliability): float64 KL rows of
+#: 37, and float32 generalized KL on logits (121 of 300 rows differed). Two, not the whole
+#: table: each kernel compiles again in the child, which is CI time.
+_RECOMPILED = ("kl_div f64", "generalized_kl f32 logits")
 
 _COMPILING = """
     import pickle, sys
