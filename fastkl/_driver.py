@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import _config, _cpu
+from . import _config, _cpu, _dlpack
 from ._math import LOG_PROBS, LOGITS, PROBS
 
 FORMS = {"probs": PROBS, "log_probs": LOG_PROBS, "logits": LOGITS}
@@ -47,20 +47,43 @@ _ROW_MESSAGES = {
 # --- checking arguments ------------------------------------------------------------------
 
 
+def _from_dlpack(x: Any, name: str) -> np.ndarray | None:
+    """A host tensor of another library (torch, JAX) read in place through DLPack, or None
+    where ``x`` offers no host DLPack export (numpy arrays keep their own path)."""
+    if isinstance(x, np.ndarray) or not hasattr(x, "__dlpack__"):
+        return None
+    if not hasattr(x, "__dlpack_device__"):
+        return None
+    device_type, _ = _dlpack.device_of(x, name)
+    if device_type not in _dlpack.HOST_DEVICES:
+        return None  # device memory: the CUDA driver's, or an error from np.asarray
+    return _dlpack.import_tensor(x, name).numpy()
+
+
 def as_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray (no copy of an array), or a ValueError naming the argument."""
+    """``x`` as an ndarray (no copy of an array, nor of a host tensor that exports DLPack),
+    or a ValueError naming the argument."""
+    a = _from_dlpack(x, name)
+    if a is not None:
+        return a
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged nested lists, objects whose __array__ fails
         raise ValueError(f"{name}: could not convert to an array: {exc}") from None
 
 
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """float16/32/64, or bfloat16 (``ml_dtypes``; computed in float32)."""
+    return (dtype.kind == "f" and dtype.itemsize in (2, 4, 8)) or _dlpack.is_bfloat16(dtype)
+
+
 def as_float_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray of float16/32/64 with at least one dimension, without copying arrays."""
+    """``x`` as an ndarray of bfloat16 or float16/32/64 with at least one dimension, without
+    copying arrays."""
     a = as_array(x, name)
-    if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
+    if not is_float_dtype(a.dtype):
         raise TypeError(
-            f"{name}: expected floating-point values (float16, float32 or float64), "
+            f"{name}: expected floating-point values (bfloat16, float16, float32 or float64), "
             f"got dtype {a.dtype}"
         )
     if a.ndim == 0:
@@ -130,15 +153,25 @@ def parse_device(device: Any) -> str | None:
 
 def is_cuda_array(x: Any) -> bool:
     """Whether ``x`` lives on a GPU: it exposes ``__cuda_array_interface__`` (numba device
-    arrays, CuPy arrays, PyTorch CUDA tensors), or it is a device array of numba's CUDA
-    simulator (which has no interface). Nothing is imported."""
+    arrays, CuPy arrays, PyTorch CUDA tensors), a DLPack export on a CUDA device (torch
+    bfloat16 tensors, JAX arrays), or it is a device array of numba's CUDA simulator (which
+    has neither). Nothing is imported."""
+    if isinstance(x, np.ndarray):
+        return False
     try:
         if hasattr(x, "__cuda_array_interface__"):
             return True
-    except Exception:  # on the GPU but not exportable (a torch tensor that requires grad)
-        return True
+    except Exception:  # on the GPU but not exportable (a torch tensor that requires grad, or
+        return True  # of a dtype the interface lacks: bfloat16)
     sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
-    return sim is not None and isinstance(x, sim.FakeCUDAArray)
+    if sim is not None and isinstance(x, sim.FakeCUDAArray):
+        return True
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        try:
+            return int(x.__dlpack_device__()[0]) == _dlpack.CUDA
+        except Exception:
+            return False
+    return False
 
 
 def choose_device(device: Any, arrays: Sequence[Any], names: Sequence[str], out: Any) -> str:
