@@ -24,17 +24,21 @@ log_core = log
 __all__ = [
     "bernoulli_term",
     "clip",
+    "cross_entropy_from_moments",
     "cross_entropy_term",
     "cross_entropy_term_fast",
+    "entropy_from_moments",
     "entropy_term",
     "entropy_term_fast",
     "exact_div",
     "finish_row",
     "gaussian_term",
+    "generalized_kl_from_moments",
     "generalized_kl_term",
     "generalized_kl_term_fast",
     "js_term",
     "js_term_fast",
+    "kl_from_moments",
     "kl_term",
     "kl_term_fast",
     "kl_term_log",
@@ -43,6 +47,7 @@ __all__ = [
     "log_ratio_core",
     "max_nan",
     "ratio_guard",
+    "sym_kl_from_moments",
     "sym_kl_term",
     "sym_kl_term_fast",
     "vae_term",
@@ -226,6 +231,67 @@ def generalized_kl_term(p, q, lp, lq):
 def generalized_kl_term_fast(p, q, lp, lq, lr):
     """:func:`generalized_kl_term` for the vector loop."""
     return ratio_guard(p * lr - p + q, p, q)
+
+
+# --- moments: the divergences that are linear in the logs, for one pass over log-scores ------
+#
+# Every divergence of the family but Jensen-Shannon is a sum over j of a weight (p_j or q_j)
+# times ``a log p_j + b log q_j``, plus the sides' masses. A log-score side is normalized by its
+# log-sum-exp, known only at the end of a row; with its unnormalized weights w_j (the
+# exponentials of its shifted logs l_j = x_j - m), its mass S = sum w_j and C = log S, each
+# such sum is
+#
+#     e = sum_j (w_j / S) (a lp_j + b lq_j)
+#       = (sum_j w_j (a l_pj + b l_qj) - (a C_p + b C_q) sum_j w_j) / S,
+#
+# so a single pass can accumulate sum w_j (a l_pj + b l_qj) and sum w_j as the row goes
+# (rescaling both when a running maximum grows: the GPU's one-pass kernels). A probability
+# side has w_j = p_j and l_j = log p_j, with S = sum p_j when it is normalized, else S = 1 and
+# C = 0. Each divergence lists its moments as (weight side, a, b); ``<name>_from_moments``
+# gives its value from the moments' values e1, e2 and the sides' masses mp, mq (1 for a
+# normalized side).
+
+MOMENT_P = 0  # the moment is weighted by p
+MOMENT_Q = 1  # by q
+
+#: divergence -> its moments, ((weight side, a, b), ...)
+MOMENTS = {
+    "kl": ((MOMENT_P, 1.0, -1.0),),
+    "sym_kl": ((MOMENT_P, 1.0, -1.0), (MOMENT_Q, 1.0, -1.0)),
+    "cross_entropy": ((MOMENT_P, 0.0, 1.0),),
+    "entropy": ((MOMENT_P, 1.0, 0.0),),
+    "generalized_kl": ((MOMENT_P, 1.0, -1.0),),
+}
+#: The divergences whose value reads the sides' masses (mp, mq) beside their moments.
+USES_MASSES = ("generalized_kl",)
+#: The divergences that are >= 0 between two normalized distributions (Gibbs' inequality):
+#: a value a rounding below 0 is clamped where both sides are normalized.
+NONNEGATIVE = ("kl", "sym_kl", "generalized_kl")
+
+
+def kl_from_moments(e1, e2, mp, mq):
+    """KL from its moment ``e1 = sum p (log p - log q)``."""
+    return e1
+
+
+def sym_kl_from_moments(e1, e2, mp, mq):
+    """Jeffreys from ``e1 = sum p (log p - log q)`` and ``e2 = sum q (log p - log q)``."""
+    return e1 - e2
+
+
+def cross_entropy_from_moments(e1, e2, mp, mq):
+    """Cross-entropy from ``e1 = sum p log q``."""
+    return -e1
+
+
+def entropy_from_moments(e1, e2, mp, mq):
+    """Entropy from ``e1 = sum p log p``."""
+    return -e1
+
+
+def generalized_kl_from_moments(e1, e2, mp, mq):
+    """Generalized KL from ``e1 = sum p (log p - log q)`` and the masses."""
+    return e1 - mp + mq
 
 
 # Row post-processing codes of the family (the argument ``post`` of every target's kernels).
