@@ -19,6 +19,7 @@ only in how rows reach a kernel:
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import _config, _cuda, _driver
+from . import _config, _cuda, _dlpack, _driver
 from ._config import JIT_OPTIONS
 from ._math import PROBS
 
@@ -81,8 +82,11 @@ def require_gpu() -> None:
     global _gpu_ready
     if _gpu_ready or _cuda.SIMULATOR:
         return
-    from .info import cuda_status
+    from .info import cuda_compatibility, cuda_status
 
+    problem = cuda_compatibility()
+    if problem is not None:
+        raise RuntimeError(f"device='cuda': {problem}")
     status = cuda_status()
     _gpu_ready = bool(status["available"])
     if not _gpu_ready:
@@ -97,46 +101,83 @@ def require_gpu() -> None:
 
 class _DeviceOperand:
     """A CUDA array and a numpy stand-in with its layout: the stand-in goes through the
-    driver's shape logic, and views of it map back to views of the device memory."""
+    driver's shape logic, and views of it map back to views of the device memory.
+
+    Device memory is read through ``__cuda_array_interface__`` where the object offers one,
+    else through DLPack (bfloat16 torch tensors, JAX arrays): in place either way. A bfloat16
+    operand's stand-in has ml_dtypes' bfloat16 (for the driver's checks) and its device views
+    hold the bits as uint16, which the kernels decode."""
 
     def __init__(self, x: Any, name: str) -> None:
         self.name = name
+        self.source = x
+        self.owner: Any = None  # what keeps imported DLPack memory alive
         if not _driver.is_cuda_array(x):  # a host operand beside device ones: uploaded once
             host = np.ascontiguousarray(_driver.as_float_array(x, name))
+            as_bits = _dlpack.is_bfloat16(host.dtype) and not _cuda.SIMULATOR
+            bits = host.view(np.uint16) if as_bits else host
             x = _alloc(f"{name} (a host array sent to the GPU)", host.nbytes,
-                       lambda: cuda.to_device(host))  # fmt: skip
+                       lambda: cuda.to_device(bits))  # fmt: skip
+            self.owner = x
+            if bits is not host:
+                self._from_interface(x, x.__cuda_array_interface__, host.dtype)
+                return
         self.array = x
-        if _cuda.SIMULATOR and not hasattr(type(x), "__cuda_array_interface__"):
+        sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+        if sim is not None and isinstance(x, sim.FakeCUDAArray):
             self.stand_in = x._ary  # the simulator's device memory is a numpy array
             self.interface = None
             return
         try:
             cai = x.__cuda_array_interface__
         except Exception as exc:  # torch: "Can't get __cuda_array_interface__ on Variable that
-            # requires grad"
-            raise TypeError(
-                f"{name}: could not read its __cuda_array_interface__ ({exc}); a torch tensor "
-                "that requires grad needs .detach()"
-            ) from None
+            # requires grad"; a bfloat16 tensor has none either: DLPack then
+            if not hasattr(x, "__dlpack__"):
+                raise TypeError(
+                    f"{name}: could not read its __cuda_array_interface__ ({exc}); a torch "
+                    "tensor that requires grad needs .detach()"
+                ) from None
+            cai = None
         if _cuda.SIMULATOR:
             raise TypeError(
                 f"{name}: the CUDA simulator reads its own device arrays only (cuda.to_device), "
                 f"not {type(x).__name__}"
             )
-        dtype = np.dtype(cai["typestr"])
+        if cai is None:
+            self._from_dlpack(x)
+        else:
+            self._from_interface(x, cai, getattr(x, "dtype", None))
+
+    def _from_dlpack(self, x: Any) -> None:
+        tensor = _dlpack.import_tensor(x, self.name)
+        if tensor.device_type != _dlpack.CUDA:
+            raise ValueError(f"{self.name}: a DLPack tensor on device type {tensor.device_type}, "
+                             "not a CUDA GPU")  # fmt: skip
+        self.owner = tensor
+        self._from_interface(tensor, tensor.cuda_interface(), tensor.dtype)
+
+    def _from_interface(self, x: Any, cai: dict[str, Any], dtype: Any) -> None:
+        self.array = x
+        typed = dtype if isinstance(dtype, np.dtype) and _dlpack.is_bfloat16(dtype) else None
+        dtype = typed if typed is not None else np.dtype(cai["typestr"])
         shape = tuple(cai["shape"])
         strides = cai.get("strides")
         if strides is None:  # C-contiguous
             strides = tuple(int(s) * dtype.itemsize for s in _c_strides(shape))
         if any(s < 0 for s in strides):
-            raise ValueError(f"{name}: negative strides are not supported on the GPU")
+            raise ValueError(f"{self.name}: negative strides are not supported on the GPU")
         self.interface = cai
         # Never read or written: only the layout (and whether it is writable) matters.
         writeable = not cai["data"][1]
         self.stand_in = as_strided(np.zeros(1, dtype), shape, strides, writeable=writeable)
 
+    @property
+    def bf16(self) -> bool:
+        return _dlpack.is_bfloat16(self.stand_in.dtype)
+
     def view(self, layout: np.ndarray) -> Any:
-        """The device array with ``layout``'s shape and strides (a view of the stand-in)."""
+        """The device array with ``layout``'s shape and strides (a view of the stand-in);
+        bfloat16 as its bits."""
         if _cuda.SIMULATOR:
             from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
@@ -148,13 +189,14 @@ class _DeviceOperand:
         desc = {
             "shape": layout.shape,
             "strides": layout.strides,
-            "typestr": layout.dtype.str,
+            "typestr": "<u2" if self.bf16 else layout.dtype.str,
             "data": (cai["data"][0] + offset, cai["data"][1]),
             "version": 3,
         }
         if cai.get("stream") is not None:
             desc["stream"] = cai["stream"]  # numba waits on the producer's stream
-        return cuda.from_cuda_array_interface(desc, owner=self.array, sync=True)
+        owner = self.owner if self.owner is not None else self.array
+        return cuda.from_cuda_array_interface(desc, owner=owner, sync=True)
 
     def span(self) -> tuple[int, int]:
         """[first byte, last byte + 1) of the memory this array can touch (for overlaps)."""
@@ -194,6 +236,32 @@ def _rows_layout(view: np.ndarray, full: tuple[int, ...], name: str) -> tuple[np
 # --- launching --------------------------------------------------------------------------------
 
 
+def _address(a: Any) -> int:
+    """A device array's address (the simulator's: its numpy memory's)."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is not None:
+        return int(cai["data"][0])
+    return int(a._ary.__array_interface__["data"][0])
+
+
+def vector_width(rows: Sequence[tuple[Any, int]], k: int) -> int:
+    """Elements per vector load for these operands (device rows (n, k) and their row steps):
+    16 bytes of the widest dtype where every operand allows it (contiguous along the row, each
+    row's start aligned to the vector's bytes), else 1."""
+    width = _cuda.VECTOR_BYTES // max(a.dtype.itemsize for a, _ in rows)
+    if k < width:
+        return 1
+    for a, step in rows:
+        vector = width * a.dtype.itemsize
+        if k > 1 and a.strides[1] != a.dtype.itemsize:
+            return 1
+        if _address(a) % vector:
+            return 1
+        if step and a.shape[0] > 1 and a.strides[0] % vector:
+            return 1
+    return width
+
+
 def _launch(
     div: _driver.Divergence,
     normalize: bool,
@@ -204,17 +272,52 @@ def _launch(
     out: Any,
     stream: Any = 0,
 ) -> None:
-    """Score rows: out[i] = D(p[i * p_step] || q[i * q_step]) (device arrays)."""
+    """Score rows: out[i] = D(p[i * p_step] || q[i * q_step]) (device arrays). The fast
+    kernel first, then the exact kernel over the rows it left non-finite (it skips the others);
+    or the exact kernel alone for the calls the fast one does not take."""
     n, k = out.shape[0], p.shape[1]
     if n == 0:
         return
     log_p, log_q = div.p_form != PROBS, div.q_form != PROBS
-    kernel, group, block = _cuda.rows_kernel(div.name, log_p, log_q, k)
-    grid = min(-(-n // (block // group)), _cuda.max_blocks())
+    pl = _cuda.plan(div.name, div.p_form, div.q_form, normalize, div.eps)
+    if pl.mode != "exact":
+        width = vector_width([(p, p_step), (q, q_step)] if pl.has_q else [(p, p_step)], k)
+        single = p.dtype.itemsize < 8 and q.dtype.itemsize < 8
+        fast, group, block = _cuda.fast_kernel(
+            div.name, div.p_form, div.q_form, normalize, div.eps > 0.0, single, k, width
+        )
+        grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
+        fast[grid, block, stream](p, p_step, q, q_step, k, div.eps, div.divisor, div.post, out)
+    kernel, group, block = _cuda.rows_kernel(div.name, log_p, log_q, k, redo=pl.mode != "exact")
+    grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
     kernel[grid, block, stream](
         p, p_step, q, q_step, k, div.p_form, div.q_form, normalize, div.eps, div.divisor,
         div.post, out,
     )  # fmt: skip
+
+
+def _caller_result(rows: Any, inputs: Sequence[Any]) -> Any:
+    """Device rows in the library of the first device input: a torch tensor, a CuPy array, a
+    JAX array (all without a copy), else the numba device array."""
+    for x in inputs:
+        if not _driver.is_cuda_array(x):
+            continue
+        library = type(x).__module__.split(".")[0]
+        if library == "torch":
+            import torch
+
+            return torch.as_tensor(rows, device=x.device)
+        if library == "cupy":
+            import cupy
+
+            return cupy.asarray(rows)
+        if library in ("jax", "jaxlib"):
+            import jax.dlpack
+
+            device = (_dlpack.CUDA, cuda.get_current_device().id)
+            return jax.dlpack.from_dlpack(_dlpack.export(rows, device))
+        return rows
+    return rows
 
 
 def _device_sum(values: Any) -> float:
@@ -231,7 +334,7 @@ def _device_sum(values: Any) -> float:
 
 def _validate_device(
     rows: Any, step: int, batch: tuple[int, ...], name: str, form: int, normalize: bool,
-    compute: np.dtype, measures: bool,
+    compute: np.dtype, measures: bool, bf16: bool = False,
 ) -> None:  # fmt: skip
     """The driver's row checks on device rows, copied to the host a bounded block at a time."""
     count, k = math.prod(batch), rows.shape[1]
@@ -243,6 +346,8 @@ def _validate_device(
         grid = min(m, _cuda.max_blocks())
         _cuda.gather_kernel()[grid, _cuda.THREADS](rows, step, start, staging[:m])
         host = staging[:m].copy_to_host()
+        if bf16:
+            host = host.view(_dlpack.bfloat16())
 
         def label(i: int, start: int = start) -> Any:
             index = np.unravel_index(start + i, batch) if batch else ()
@@ -273,7 +378,15 @@ def _device_call(
         dev = op.view(layout)
         if validate:
             _validate_device(
-                dev, step, prep.batch, op.name, form, normalize, prep.compute, measures
+                dev,
+                step,
+                prep.batch,
+                op.name,
+                form,
+                normalize,
+                prep.compute,
+                measures,
+                op.bf16 and not _cuda.SIMULATOR,
             )
         rows.append((dev, step))
     if len(rows) == 1:  # entropy reads p only
@@ -295,7 +408,7 @@ def _device_call(
         _launch(div, normalize, p, ps, q, qs, flat)
         if not prep.batch:  # one distribution: a numpy scalar, as on the CPU
             return flat.copy_to_host()[0]
-        return flat.reshape(prep.batch)
+        return _caller_result(flat.reshape(prep.batch), arrays)
     if not _driver.is_cuda_array(out):
         # host out: the rows come back into it (the CPU driver checks it)
         _driver.check_out(out, prep.batch, prep.result, arrays, widen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import itertools
 import os
 import platform
 import shlex
@@ -272,6 +273,48 @@ def _cuda_device_info(cuda: Any, section: dict[str, Any]) -> None:
         pass
 
 
+def _release(version: str | None) -> tuple[int, ...]:
+    """The leading numbers of a version string ("0.30.4" -> (0, 30, 4))."""
+    parts = []
+    for piece in (version or "").split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+#: The newest numba-cuda release known not to compile any kernel with numpy 2.5 (it calls
+#: numpy.row_stack, which numpy 2.5 removed); checked 2026-12-04 with 0.30.4.
+NUMBA_CUDA_WITHOUT_NUMPY_25 = (0, 30, 4)
+
+
+def cuda_compatibility(
+    numpy_version: str | None = None,
+    numba_cuda_version: str | None = None,
+    has_row_stack: bool | None = None,
+) -> str | None:
+    """Why the installed numba-cuda cannot compile kernels with the installed numpy, as one
+    sentence saying what to install; None where the pair works (or numba-cuda is absent).
+    The arguments override what is installed (for tests)."""
+    numpy_version = numpy_version or np.__version__
+    if numba_cuda_version is None:
+        numba_cuda_version = _dist_version("numba-cuda")
+    if numba_cuda_version is None:
+        return None
+    if has_row_stack is None:
+        has_row_stack = hasattr(np, "row_stack")
+    too_old = _release(numba_cuda_version) <= NUMBA_CUDA_WITHOUT_NUMPY_25
+    if not has_row_stack and too_old:
+        return (
+            f"numba-cuda {numba_cuda_version} cannot compile kernels with numpy "
+            f"{numpy_version} (it calls numpy.row_stack, removed in numpy 2.5): install "
+            "'numpy<2.5' (pip install 'numpy<2.5', or reinstall 'fastkl[cuda]'), or a "
+            "numba-cuda release that supports numpy 2.5"
+        )
+    return None
+
+
 def cuda_status() -> dict[str, Any]:
     """The CUDA section of :func:`collect`: whether a GPU is usable, and if not, why."""
     section: dict[str, Any] = {
@@ -285,6 +328,10 @@ def cuda_status() -> dict[str, Any]:
         "numba_cuda": _dist_version("numba-cuda"),  # NVIDIA's package; None: numba's built-in
         "reason": None,
     }
+    problem = cuda_compatibility()
+    if problem is not None:
+        section["reason"] = problem
+        return section
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numba's built-in CUDA target warns it is deprecated
