@@ -29,15 +29,16 @@ How the fast kernel reads a row, by divergence and forms (``plan``):
 * **moments**, one pass for everything but Jensen-Shannon: KL, cross-entropy, entropy, Jeffreys
   and generalized KL are linear in log p and log q (``_math.MOMENTS``), so each lane
   accumulates the moments and the masses with running maxima for the log-score sides (an online
-  log-sum-exp, rescaled when a maximum grows), lanes merge their states, and ``_math``'s
-  ``*_from_moments`` gives the row. Each byte of a logits row is read once.
+  log-sum-exp, rescaled when a maximum grows); the group then takes the maxima, each lane
+  rescales its sums to them once, the sums are added, and ``_math``'s ``*_from_moments`` gives
+  the row. Each byte of a logits row is read once.
 * **terms**, one pass of ``_math``'s fast terms where no side needs row statistics
   (probabilities and log-probabilities; clipped probabilities with ``eps``).
 * **two passes** for Jensen-Shannon with logits (or ``normalize``): the statistics, then the
   terms, whose logarithm mixes the two sides.
 
 Sums: terms add in the compute precision within a batch of ``UNROLL * WIDTH`` elements, then
-in float64; the lanes' states merge in float64 by warp shuffles (``shfl_xor_sync``) and across
+in float64; the lanes' sums are added in float64 by warp shuffles (``shfl_xor_sync``) and across
 the warps of a block through shared memory, every lane in the same order, so results are
 bitwise the same on every run. The CUDA simulator has no warp-level operations: under it every
 group reduces through shared memory with barriers (a tree over the group's slots), the same
@@ -218,17 +219,15 @@ def _t_block_lse(m, s, tid, lane, sm, sm2):
 
 
 def _t_shared_sum(v, tid, lane, sm, sm2):
-    """A group's total through shared memory: a tree over the group's GROUP slots, with block
-    barriers (the simulator's reduction; every group of the block takes part)."""
+    """A group's total through shared memory (the simulator's reduction, and the block sums'):
+    every lane writes its value, then adds the group's GROUP slots in order; two barriers,
+    whatever the group's size (the simulator's cost is in its barriers)."""
     sm[tid] = v
     cuda.syncthreads()
-    h = GROUP // 2
-    while h > 0:
-        if lane < h:
-            sm[tid] += sm[tid + h]
-        cuda.syncthreads()
-        h //= 2
-    total = sm[tid - lane]
+    first = tid - lane
+    total = sm[first]
+    for w in range(1, GROUP):
+        total += sm[first + w]
     cuda.syncthreads()
     return total
 
@@ -237,13 +236,10 @@ def _t_shared_lse(m, s, tid, lane, sm, sm2):
     sm[tid] = m
     sm2[tid] = s
     cuda.syncthreads()
-    h = GROUP // 2
-    while h > 0:
-        if lane < h:
-            sm[tid], sm2[tid] = _lse_merge(sm[tid], sm2[tid], sm[tid + h], sm2[tid + h])
-        cuda.syncthreads()
-        h //= 2
-    m, s = sm[tid - lane], sm2[tid - lane]
+    first = tid - lane
+    m, s = sm[first], sm2[first]
+    for w in range(1, GROUP):
+        m, s = _lse_merge(m, s, sm[first + w], sm2[first + w])
     cuda.syncthreads()
     return m, s
 
@@ -340,6 +336,8 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
         if REDO and need:
             done = out[i]
             need = not (abs(done) < math.inf)
+        if REDO and not cuda.syncthreads_or(need):
+            continue  # every row of the block's tile scored by the fast kernel (the whole block)
         kk = k if need else 0  # a group with nothing to do reduces zeros with the others
         ip = i * p_step
         iq = i * q_step
@@ -767,34 +765,35 @@ def _t_block_reduce(s, tid, lane, sm):
 
 def _t_shared_reduce(s, tid, lane, sm):
     """A group's state through shared memory, with block barriers (the simulator's
-    reduction): a tree of maxima, every lane rescaled to them, then a tree of sums."""
+    reduction): the maxima, every lane rescaled to them, then the sums, each slot read in
+    order by every lane."""
+    first = tid - lane
     if SHIFT_P or SHIFT_Q:
         sm[0, tid] = f64(s[0])
         sm[1, tid] = f64(s[1])
         cuda.syncthreads()
-        h = GROUP // 2
-        while h > 0:
-            if lane < h:
-                sm[0, tid] = max(sm[0, tid], sm[0, tid + h])
-                sm[1, tid] = max(sm[1, tid], sm[1, tid + h])
-            cuda.syncthreads()
-            h //= 2
-        mp = F(sm[0, tid - lane])
-        mq = F(sm[1, tid - lane])
+        mp = s[0]
+        mq = s[1]
+        for w in range(GROUP):
+            op = F(sm[0, first + w])
+            oq = F(sm[1, first + w])
+            mp = mp if mp >= op else op
+            mq = mq if mq >= oq else oq
         cuda.syncthreads()
         s = _t_rescale(s, mp, mq)
     _t_put(sm, tid, s)
     cuda.syncthreads()
-    h = GROUP // 2
-    while h > 0:
-        if lane < h:
-            for f in range(2, 6):
-                sm[f, tid] += sm[f, tid + h]
-        cuda.syncthreads()
-        h //= 2
-    s = _t_get(sm, tid - lane)
+    a = sm[2, first]
+    b = sm[3, first]
+    w1 = sm[4, first]
+    w2 = sm[5, first]
+    for w in range(1, GROUP):
+        a += sm[2, first + w]
+        b += sm[3, first + w]
+        w1 += sm[4, first + w]
+        w2 += sm[5, first + w]
     cuda.syncthreads()
-    return s
+    return s[0], s[1], a, b, w1, w2
 
 
 def _t_finish_moments(s):
@@ -1023,6 +1022,7 @@ def rows_kernel(
                 "NEEDS_LOG": needs_log,
                 "TERM": term,
                 "REDO": redo,
+                "LOAD1": LOADS[1],
             }
         )
         for helper in (_t_elem, _t_lse_part, _t_mass_part, _t_read, _t_side_stat):

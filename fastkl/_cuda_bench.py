@@ -108,6 +108,7 @@ def _medians(fns: dict[str, Callable[[], object]], repeat: int, timer: Any) -> d
 
 _COPY: dict[str, Any] = {}
 COPY_UNROLL = 4  # 16-byte vectors a thread loads before it stores any
+COPY_THREADS = 256
 
 
 F: Any = np.float32  # bound per target, with LOAD4 and STORE4 (``_copy_kernel``)
@@ -177,7 +178,7 @@ def _copies(dp: Any, dq: Any, scratch: Any, cuda: Any) -> dict[str, Callable[[],
     fns: dict[str, Callable[[], object]] = {}
     if dp.nbytes % 16 == 0 and dp.nbytes:
         kernel = _copy_kernel()
-        block = 256
+        block = COPY_THREADS
         words = dp.nbytes // 16
         grid = min(_cuda.max_blocks(block), -(-words // block))
         src_p, src_q = (_float_view(x, (words, 4), cuda) for x in (dp, dq))

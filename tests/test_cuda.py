@@ -18,6 +18,7 @@ import sys
 import types
 import warnings
 
+import ml_dtypes
 import numba
 import numpy as np
 import pytest
@@ -76,6 +77,20 @@ TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-7}, np.float64: {"rtol": 1e-12, "at
 N, K, K_LONG = 9, 6, 19  # K rows take a group per row, K_LONG rows a block (WARP_MAX_K = 12)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quick_thread_switches():
+    """The simulator runs each GPU thread as a Python thread, and its scheduler polls them
+    while they wait at barriers: with Python's default switch interval (5 ms) a barrier
+    costs milliseconds. A 50 us interval runs the same kernels about 5x faster."""
+    if not SIM:
+        yield
+        return
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5e-5)
+    yield
+    sys.setswitchinterval(interval)
+
+
 @pytest.fixture
 def launches(monkeypatch):
     """Small launches (see the module docstring); the kernels' modules, for the tests."""
@@ -90,6 +105,7 @@ def launches(monkeypatch):
         monkeypatch.setattr(_cuda, "LONG_THREADS", 64)
     monkeypatch.setattr(_cuda, "WARP_MAX_K", 12)
     monkeypatch.setattr(_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(_cuda, "UNROLL", 2)  # fewer masked slots per lane for tiny rows
     monkeypatch.setattr(_cuda, "SUM_ROWS", 4)
     monkeypatch.setattr(_cuda_driver, "STREAM_BYTES", 2 * K * 8)  # chunks of two rows
     from numba import cuda
@@ -167,6 +183,225 @@ def test_long_rows_take_a_block_each(launches, rng, name, forms):
     cuda = launches.cuda
     got = host(call(name, cuda.to_device(p), cuda.to_device(q), *forms))
     assert_close(got, reference(name, p, q, *forms), **TOL[np.float64])
+
+
+# --- the fast kernel: every input dtype, vectors and single elements ---------------------------
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+#: input dtype -> (numpy dtype, tolerance of its compute precision against float64)
+DTYPES = {
+    "f16": (np.float16, TOL[np.float32]),
+    "bf16": (BF16, TOL[np.float32]),
+    "f32": (np.float32, TOL[np.float32]),
+    "f64": (np.float64, TOL[np.float64]),
+}
+FAST_PAIRS = [("probs", "probs"), ("probs", "logits"), ("logits", "logits")]
+
+
+@pytest.fixture
+def widths(launches, monkeypatch):
+    """The vector widths the driver chose, call by call."""
+    seen = []
+    real = launches.driver.vector_width
+
+    def spy(rows, k):
+        seen.append(real(rows, k))
+        return seen[-1]
+
+    monkeypatch.setattr(launches.driver, "vector_width", spy)
+    return seen
+
+
+@kernels
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("k", [16, 13], ids=["vectors", "elements"])
+def test_every_input_dtype_against_float64(launches, widths, rng, dtype, k):
+    """Each function on device rows of every input dtype, read 16 bytes at a time where rows
+    allow (k = 16: 32 bytes of f16/bf16, 64 of f32, 128 of f64) and element by element where
+    they do not (k = 13), against the float64 result of the same values."""
+    if k == 13 and dtype == "f64":
+        pytest.skip("float64 element by element: the matrix test above (k = 6, 48-byte rows)")
+    np_dtype, tol = DTYPES[dtype]
+    for name in FUNCTIONS:
+        pairs = FAST_PAIRS if k == 16 else FAST_PAIRS[1:2]
+        for p_form, q_form in pairs if name != "entropy" else [("logits", "probs")]:
+            p = inputs(rng, p_form, (N, k)).astype(np_dtype)
+            q = inputs(rng, q_form, (N, k)).astype(np_dtype)
+            got = call(
+                name, launches.cuda.to_device(p), launches.cuda.to_device(q), p_form, q_form
+            )
+            assert got.dtype == (np.float64 if dtype == "f64" else np.float32)
+            want = call(name, p.astype(np.float64), q.astype(np.float64), p_form, q_form)
+            assert_close(host(got), want, **tol)
+    expected = 1 if k == 13 else 16 // np.dtype(np_dtype).itemsize
+    assert set(widths) == {expected}
+
+
+def special_rows(dtype):
+    """Rows the fast kernel cannot score exactly (each flagged), and two it can, in dtype."""
+    tiny = np.finfo(dtype).smallest_subnormal * 4
+    p = np.array(
+        [
+            [0.25, 0.25, 0.25, 0.25],  # ordinary
+            [0.0, 0.5, 0.5, 0.0],  # zeros in q below: flagged for the fast terms' logs
+            [0.5, 0.5, 0.0, 0.0],  # p > 0 where q == 0: +inf
+            [np.nan, 0.5, 0.25, 0.25],  # NaN: the row is NaN
+            [tiny, 0.5, 0.5 - tiny, 0.0],  # a subnormal
+            [0.1, 0.2, 0.3, 0.4],  # ordinary
+        ],
+        dtype,
+    )
+    q = np.array(
+        [
+            [0.4, 0.3, 0.2, 0.1],
+            [0.0, 0.5, 0.25, 0.25],
+            [0.25, 0.0, 0.75, 0.0],
+            [0.25, 0.25, 0.25, 0.25],
+            [0.5, tiny, 0.5, 0.0],
+            [0.25, 0.25, 0.25, 0.25],
+        ],
+        dtype,
+    )
+    return p, q, [0, 5]
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_the_fast_kernel_flags_what_it_cannot_score_exactly(launches, dtype):
+    """The fast kernel alone leaves exactly the special rows non-finite (and scores the
+    others); the exact kernel then gives those rows the exact semantics."""
+    cuda, kernels_ = launches.cuda, launches.kernels
+    p, q, ordinary = special_rows(dtype)
+    dp, dq = cuda.to_device(p), cuda.to_device(q)
+    n, k = p.shape
+    width = launches.driver.vector_width([(dp, 1), (dq, 1)], k)
+    kernel, _, block = kernels_.fast_kernel(
+        "kl", 0, 0, False, False, dtype == np.float32, k, width
+    )
+    out = cuda.device_array(n, dtype)
+    kernel[2, block](dp, 1, dq, 1, k, 0.0, 1.0, 0, out)
+    fast = out.copy_to_host()
+    flagged = [i for i in range(n) if i not in ordinary]
+    assert np.isfinite(fast[ordinary]).all() and not np.isfinite(fast[flagged]).any()
+    want = fastkl.kl_div(p.astype(np.float64), q.astype(np.float64))
+    assert_close(fast[ordinary], want[ordinary], **TOL[dtype])
+    got = host(fastkl.kl_div(dp, dq))
+    assert_close(got, want, **TOL[dtype])
+    assert got[2] == np.inf and np.isnan(got[3]) and np.isfinite(got[[1, 4]]).all()
+
+
+@kernels
+@pytest.mark.parametrize(
+    ("name", "forms", "passes"),
+    [
+        ("kl_div", ("logits", "logits"), 1),
+        ("cross_entropy", ("probs", "logits"), 1),
+        ("sym_kl", ("logits", "log_probs"), 1),
+        ("entropy", ("logits", "probs"), 1),
+        ("js_div", ("logits", "logits"), 2),
+    ],
+    ids=str,
+)
+def test_log_scores_are_read_once(launches, rng, monkeypatch, name, forms, passes):
+    """Every element of a logits row is loaded once (one pass: the online log-sum-exp and the
+    moments together); Jensen-Shannon, whose log mixes both sides, takes two passes. The exact
+    kernel loads nothing of rows the fast one scored."""
+    kernels_ = launches.kernels
+    loaded = []
+    for width, load in list(kernels_.LOADS.items()):
+
+        def counted(x, i, j, like, load=load, width=width):
+            loaded.append(width)  # a list append is atomic under the GIL
+            return load(x, i, j, like)
+
+        monkeypatch.setitem(kernels_.LOADS, width, counted)
+    monkeypatch.setattr(kernels_, "_KERNELS", {})
+    n, k = 5, 10
+    p = inputs(rng, forms[0], (n, k))
+    q = inputs(rng, forms[1], (n, k))
+    cuda = launches.cuda
+    got = call(name, cuda.to_device(p), cuda.to_device(q), *forms)
+    assert_close(host(got), call(name, p, q, *forms), **TOL[np.float64])
+    sides = 1 if name == "entropy" else 2
+    assert sum(loaded) == passes * sides * n * k
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=["f32", "bf16"])
+def test_masked_and_huge_logits_in_float32(launches, dtype):
+    """-inf logits (a masked vocabulary, on both sides or one), ties at a huge logit, and a
+    NaN, in the float32 fast path: the exact semantics of the CPU's float64 result."""
+    z = np.array(
+        [
+            [-np.inf, 1.0, 2.0, -np.inf, 0.5, 3.0],  # the same entries masked on both sides
+            [0.3, -2.0, 1e3, 999.0, 0.0, -1.0],
+            [-1.0, 2e17, 0.5, 2e17, 3.0, 0.0],  # two tied huge logits
+            [0.5, np.nan, 0.1, 0.2, 0.3, 0.4],
+        ]
+    ).astype(dtype)
+    y = np.array(
+        [
+            [-np.inf, 0.0, 1.0, -np.inf, 0.2, 2.5],
+            [0.1, -1.0, 999.5, 999.0, 0.5, -0.5],
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        ]
+    ).astype(dtype)
+    cuda = launches.cuda
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    for name in FUNCTIONS:
+        got = host(call(name, cuda.to_device(z), cuda.to_device(y), "logits", "logits"))
+        want = call(name, z64, y64, "logits", "logits")
+        assert_close(got, want, **TOL[np.float32])
+        assert np.isnan(got[3])
+
+
+@kernels
+def test_float16_and_bfloat16_from_the_host(launches, rng):
+    """A host bfloat16 (ml_dtypes) or float16 reference row beside device rows is sent over
+    in its own dtype; numpy bfloat16 inputs with device='cuda' are streamed."""
+    cuda = launches.cuda
+    p = random_probs(rng, (N, 8)).astype(BF16)
+    row = random_probs(rng, (8,)).astype(BF16)
+    got = host(fastkl.kl_div(cuda.to_device(p), row))
+    want = fastkl.kl_div(p.astype(np.float64), row.astype(np.float64))
+    assert_close(got, want, **TOL[np.float32])
+    streamed = fastkl.js_div(p, row, device="cuda")
+    assert streamed.dtype == np.float32
+    assert_close(streamed, fastkl.js_div(p.astype(np.float64), row.astype(np.float64)),
+                 **TOL[np.float32])  # fmt: skip
+
+
+def test_results_come_back_in_the_callers_library(monkeypatch):
+    """torch inputs give a torch tensor, CuPy inputs a CuPy array (each wrapping the device
+    rows, no copy); anything else the numba device array. (JAX's goes through
+    ``_dlpack.export``, tested in test_dlpack.py.)"""
+    from fastkl import _cuda_driver
+
+    calls = []
+
+    def library(name, **functions):
+        module = types.ModuleType(name)
+        for attr, fn in functions.items():
+            setattr(module, attr, fn)
+        monkeypatch.setitem(sys.modules, name, module)
+        return module
+
+    library("torch", as_tensor=lambda rows, device: calls.append(("torch", rows, device)) or 1)
+    library("cupy", asarray=lambda rows: calls.append(("cupy", rows)) or 2)
+
+    def device_array(module):
+        cls = type("Array", (), {"__cuda_array_interface__": {}, "device": "cuda:0"})
+        cls.__module__ = module
+        return cls()
+
+    rows = object()
+    assert _cuda_driver._caller_result(rows, [np.ones(3), device_array("torch")]) == 1
+    assert calls[-1] == ("torch", rows, "cuda:0")
+    assert _cuda_driver._caller_result(rows, [device_array("cupy._core")]) == 2
+    assert calls[-1] == ("cupy", rows)
+    assert _cuda_driver._caller_result(rows, [device_array("numba.cuda")]) is rows
+    assert len(calls) == 2
 
 
 # --- exact semantics -----------------------------------------------------------------------------
@@ -596,6 +831,23 @@ def ptx(request):
             warnings.simplefilter("ignore")
             return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
 
+    def compile_fast(name, p_form, q_form, dtype, k, width):
+        single = dtype != nt.float64
+        kernel, _, _ = _cuda.fast_kernel(name, p_form, q_form, False, False, single, k, width)
+        arr = nt.Array(dtype, 2, "A", readonly=True)
+        out = nt.Array(nt.float32 if single else nt.float64, 1, "A")
+        sig = (arr, nt.int64, arr, nt.int64, nt.int64, nt.float64, nt.float64, nt.int64, out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
+
+    def compile_device(fn, precision):
+        sig = (precision,) * fn.py_func.__code__.co_argcount
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code = cuda.compile_ptx(fn.py_func, sig, cc=(9, 0), device=True)[0]
+        return code[code.index("{") :]  # the body: its parameters are not instructions
+
     try:  # a small kernel first: is NVVM there at all?
         rows = nt.Array(nt.float32, 2, "A")
         sig = (rows, nt.int64, nt.int64, rows)
@@ -604,7 +856,10 @@ def ptx(request):
         if os.environ.get("CI"):  # the test extra installs the compilers: CI must not skip
             raise
         pytest.skip(f"no CUDA compiler ({exc}); install the `test` or `cuda` extra")
-    return types.SimpleNamespace(compile=compile_, cuda=_cuda, types=nt)
+    return types.SimpleNamespace(
+        compile=compile_, compile_fast=compile_fast, compile_device=compile_device,
+        cuda=_cuda, types=nt,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "log_p", "log_q", "shape"), PTX_CASES, ids=str)
@@ -616,6 +871,64 @@ def test_gpu_kernels_compile_for_an_h100(ptx, name, log_p, log_q, shape):
     assert "shfl.sync.bfly" in code  # warp shuffles: the reduction the simulator cannot run
     assert ("bar.sync" in code) == (shape == "block")  # barriers only across a block's warps
     assert ".target sm_90" in code
+
+
+def _ptx_ops(code):
+    """The instructions of a PTX text (guards and labels dropped)."""
+    ops = []
+    for line in code.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("//", ".", "{", "}", "$")):
+            continue
+        if line.startswith("@"):
+            line = line.split(None, 1)[1]
+        ops.append(line.split()[0])
+    return ops
+
+
+FAST_PTX = [
+    (name, p, q) for name in ("kl", "js", "sym_kl", "cross_entropy", "entropy", "generalized_kl")
+    for p, q in ((0, 0), (2, 2))
+] + [("kl", 0, 2), ("cross_entropy", 0, 2), ("kl", 2, 0)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "p_form", "q_form"), FAST_PTX, ids=str)
+def test_float32_kernels_load_16_bytes_and_compute_in_float32(ptx, name, p_form, q_form):
+    """The fast kernel of float32 rows of 128 compiled for an H100: 16-byte vector loads
+    (``ld.global.nc.v4``), nothing in local memory, and a per-element function (the moments
+    or the terms, and the statistics of a second pass) without one float64 instruction: the
+    float64 left is per batch of 16 elements and per row."""
+    code = ptx.compile_fast(name, p_form, q_form, ptx.types.float32, 128, 4)
+    ops = _ptx_ops(code)
+    assert any(op.startswith("ld.global.nc.v4") for op in ops)
+    assert not any(".local" in op for op in ops)
+    parts = ptx.cuda.fast_parts(name, p_form, q_form, False, False, True, 128, 4)
+    for part in ("ELEMENT", "STATS_ELEMENT"):
+        if part in parts:
+            element = ptx.compile_device(parts[part], ptx.types.float32)
+            assert element and not [op for op in _ptx_ops(element) if ".f64" in op]
+
+
+def test_the_float32_check_can_fail(ptx):
+    """The float64 kernels' per-element functions are float64: the check above sees them."""
+    parts = ptx.cuda.fast_parts("kl", 2, 2, False, False, False, 64, 2)
+    element = ptx.compile_device(parts["ELEMENT"], ptx.types.float64)
+    assert [op for op in _ptx_ops(element) if ".f64" in op]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "k", "width", "load"),
+    [("float16", 128, 8, "ld.global.nc.v4.u32"), ("uint16", 128, 8, "ld.global.nc.v4.u32"),
+     ("float64", 64, 2, "ld.global.nc.v2.f64"), ("float32", 131_072, 4, "ld.global.nc.v4")],
+    ids=["f16", "bf16", "f64", "f32-long-rows"],
+)  # fmt: skip
+def test_every_dtype_loads_16_bytes(ptx, dtype, k, width, load):
+    code = ptx.compile_fast("kl", 2, 2, getattr(ptx.types, dtype), k, width)
+    ops = _ptx_ops(code)
+    assert any(op.startswith(load) for op in ops)
+    assert not any(".local" in op for op in ops)
+    if k > 2048:  # a block per row: warps merge through shared memory
+        assert "bar.sync" in ops and any(op.startswith("shfl.sync.bfly") for op in ops)
 
 
 # --- fastkl score --device cuda --------------------------------------------------------------
@@ -651,15 +964,59 @@ def test_score_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 
 
 @kernels
-def test_bench_device_cuda_runs_every_case(launches, capsys):
+def test_bench_device_cuda_runs_every_case(launches, capsys, monkeypatch):
     """The GPU benchmark's code path, on a sliver of each case (timings are for a GPU)."""
-    from fastkl import cli
+    from fastkl import _cuda_bench, cli
 
+    monkeypatch.setattr(_cuda_bench, "COPY_THREADS", 8)
     assert cli.main(["bench", "--device", "cuda", "--scale", "1e-6", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    for case in ("probs f32 10,000,000 x 128", "logits f32 2,048 x 131,072", "host probs"):
+    for case in ("probs f32 10 x 128", "logits f32 1 x 131,072", "probs f64 10 x 64",
+                 "family probs f32", "host probs f32 4 x 128"):  # fmt: skip
         assert case in out
-    assert "D2D copy" in out and "pinned H2D copy" in out
+    assert "copy" in out and "r+w" in out and "share" in out and "pinned H2D copy" in out
+    assert "copies: fastkl kernel" in out
+    for name in _cuda_bench.FAMILY:
+        assert f"{name} " in out and "kl_div's time" in out
+
+
+@kernels
+def test_the_copy_baseline_copies(launches, monkeypatch):
+    """The copy kernel the GPU benchmark is measured against moves every byte."""
+    from fastkl import _cuda_bench
+
+    monkeypatch.setattr(_cuda_bench, "COPY_THREADS", 8)
+    cuda = launches.cuda
+    p = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    q = -p
+    dp, dq = cuda.to_device(p), cuda.to_device(q)
+    scratch = cuda.device_array(p.shape, p.dtype)
+    fns = _cuda_bench._copies(dp, dq, scratch, cuda)
+    fns["fastkl kernel"]()
+    assert (scratch.copy_to_host() == q).all()  # p, then q, into the scratch
+
+
+def test_numpy_25_with_numba_cuda_030_is_refused_in_one_line(monkeypatch):
+    """numba-cuda 0.30 cannot compile any kernel with numpy 2.5 (numpy.row_stack is gone):
+    device='cuda' says so in one RuntimeError naming both versions and what to install, and
+    fastkl info reports it, instead of a traceback from inside numba-cuda."""
+    from fastkl import info
+
+    message = info.cuda_compatibility("2.5.2", "0.30.4", has_row_stack=False)
+    assert "numba-cuda 0.30.4" in message and "numpy 2.5.2" in message
+    assert "pip install 'numpy<2.5'" in message
+    assert info.cuda_compatibility("2.4.6", "0.30.4", has_row_stack=True) is None
+    assert info.cuda_compatibility("2.5.2", "0.31.0", has_row_stack=False) is None
+    monkeypatch.setattr(info, "cuda_compatibility", lambda: message)
+    status = info.cuda_status()
+    assert not status["available"] and status["reason"] == message
+    if SIM:
+        return  # the simulator compiles nothing: it needs no check
+    from fastkl import _cuda_driver
+
+    monkeypatch.setattr(_cuda_driver, "_gpu_ready", False)
+    with pytest.raises(RuntimeError, match=r"^device='cuda': numba-cuda 0\.30\.4 cannot"):
+        fastkl.kl_div([0.5, 0.5], [0.5, 0.5], device="cuda")
 
 
 class _RequiresGrad:
