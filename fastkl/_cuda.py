@@ -249,8 +249,13 @@ def _t_shared_lse(m, s, tid, lane, sm, sm2):
 # Bound per specialization: LOG_P, LOG_Q (log-score sides), HAS_Q (False for entropy),
 # NEEDS_LOG (the term reads the log of a probability side), TERM, GROUP (threads per row),
 # BLOCK (threads per block), SHARED (slots of shared scratch), SUM and LSE (the reductions),
-# REDO (score only the rows whose value in ``out`` is not finite: the fast kernel's flagged
-# rows), LOAD1 (one element as float64, bfloat16 bits decoded).
+# REDO (score only the fast kernel's flagged rows, see ``flags``), LOAD1 (one element as
+# float64, bfloat16 bits decoded).
+#
+# ``flags`` (int64) is what the fast kernel tells the exact one: flags[0] counts the rows it
+# left non-finite, and flags[1:] lists the first of them (as many as fit). The exact kernel
+# with REDO then returns at once where the count is 0, scores the listed rows where all fit,
+# and else checks every row's value in ``out``. Without REDO, flags is not read.
 
 LOG_P = False
 LOG_Q = False
@@ -318,10 +323,12 @@ def _t_read(x, i, j, a, c, lo, hi, log_side):
     return px, (log(px) if NEEDS_LOG else px)
 
 
-def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, divisor, post, out):
+def _t_rows_cuda(
+    p, p_step, q, q_step, k, p_form, q_form, normalize, eps, divisor, post, out, flags
+):
     """out[i] = D(p[i * p_step] || q[i * q_step]) / divisor, then ``post``: a group of GROUP
     threads per row, rows in a grid-stride loop (see the module docstring). With REDO, only
-    the rows whose value in ``out`` is not finite."""
+    the rows the fast kernel flagged (``flags``)."""
     sm = cuda.shared.array(SHARED, numba.float64)
     sm2 = cuda.shared.array(SHARED, numba.float64)
     n = out.shape[0]
@@ -330,14 +337,26 @@ def _t_rows_cuda(p, p_step, q, q_step, k, p_form, q_form, normalize, eps, diviso
     groups = BLOCK // GROUP
     stat_p = p_form == LOGITS or normalize
     stat_q = q_form == LOGITS or normalize
-    for first in range(cuda.blockIdx.x * groups, n, cuda.gridDim.x * groups):
-        i = first + tid // GROUP
-        need = i < n
-        if REDO and need:
+    rows = n
+    listed = False
+    if REDO:
+        flagged = flags[0]
+        if flagged == 0:
+            return  # the whole grid: every row was scored by the fast kernel
+        listed = flagged < flags.shape[0]
+        if listed:
+            rows = flagged
+    for first in range(cuda.blockIdx.x * groups, rows, cuda.gridDim.x * groups):
+        t = first + tid // GROUP
+        need = t < rows
+        i = t
+        if listed and need:
+            i = flags[1 + t]
+        elif REDO and need:
             done = out[i]
             need = not (abs(done) < math.inf)
-        if REDO and not cuda.syncthreads_or(need):
-            continue  # every row of the block's tile scored by the fast kernel (the whole block)
+            if not cuda.syncthreads_or(need):
+                continue  # every row of the block's tile was scored (the whole block skips)
         kk = k if need else 0  # a group with nothing to do reduces zeros with the others
         ip = i * p_step
         iq = i * q_step
@@ -869,10 +888,10 @@ def _t_value_two_pass(p, ip, q, iq, kk, lane, tid, sm, eps):
     return v if ok else NAN
 
 
-def _t_fast_rows_cuda(p, p_step, q, q_step, k, eps, divisor, post, out):
+def _t_fast_rows_cuda(p, p_step, q, q_step, k, eps, divisor, post, out, flags):
     """out[i] = D(p[i * p_step] || q[i * q_step]) / divisor, then ``post``, in the compute
-    precision F; a row outside the fast path's assumptions comes out NaN or infinite, for the
-    exact kernel to redo."""
+    precision F. A row outside the fast path's assumptions comes out NaN or infinite, and is
+    counted and listed in ``flags`` (zeroed by the caller) for the exact kernel to redo."""
     sm = cuda.shared.array((6, SHARED), numba.float64)
     n = out.shape[0]
     tid = cuda.threadIdx.x
@@ -883,7 +902,12 @@ def _t_fast_rows_cuda(p, p_step, q, q_step, k, eps, divisor, post, out):
         kk = k if i < n else 0  # a group past the last row reduces nothing with the others
         v = ROW_VALUE(p, i * p_step, q, i * q_step, kk, lane, tid, sm, eps)
         if lane == 0 and i < n:
-            out[i] = FINISH(v / divisor, post)
+            v = FINISH(v / divisor, post)
+            out[i] = v
+            if not (abs(v) < math.inf):
+                slot = cuda.atomic.add(flags, 0, 1)
+                if slot + 1 < flags.shape[0]:
+                    flags[slot + 1] = i
 
 
 def _t_block_sums_cuda(values, sums):

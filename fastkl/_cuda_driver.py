@@ -280,6 +280,7 @@ def _launch(
         return
     log_p, log_q = div.p_form != PROBS, div.q_form != PROBS
     pl = _cuda.plan(div.name, div.p_form, div.q_form, normalize, div.eps)
+    flags = _flags(stream, n)
     if pl.mode != "exact":
         width = vector_width([(p, p_step), (q, q_step)] if pl.has_q else [(p, p_step)], k)
         single = p.dtype.itemsize < 8 and q.dtype.itemsize < 8
@@ -287,13 +288,36 @@ def _launch(
             div.name, div.p_form, div.q_form, normalize, div.eps > 0.0, single, k, width
         )
         grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
-        fast[grid, block, stream](p, p_step, q, q_step, k, div.eps, div.divisor, div.post, out)
+        flags[:1].copy_to_device(_ZERO, stream=stream)
+        fast[grid, block, stream](
+            p, p_step, q, q_step, k, div.eps, div.divisor, div.post, out, flags
+        )
     kernel, group, block = _cuda.rows_kernel(div.name, log_p, log_q, k, redo=pl.mode != "exact")
     grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
     kernel[grid, block, stream](
         p, p_step, q, q_step, k, div.p_form, div.q_form, normalize, div.eps, div.divisor,
-        div.post, out,
+        div.post, out, flags,
     )  # fmt: skip
+
+
+#: Rows of one launch the fast kernel lists for the exact kernel at most; with more flagged,
+#: the exact kernel checks every row's value instead.
+FLAGGED_ROWS = 1 << 14
+_ZERO = np.zeros(1, np.int64)
+_scratch = threading.local()
+
+
+def _flags(stream: Any, n: int) -> Any:
+    """This thread's count and list of flagged rows for ``stream`` (see ``_cuda``), room for
+    min(n, FLAGGED_ROWS) rows; kept for the next launch."""
+    cache = _scratch.__dict__.setdefault("flags", {})
+    key = id(stream) if stream else 0
+    size = min(n, FLAGGED_ROWS) + 1
+    flags = cache.get(key)
+    if flags is None or flags.shape[0] < size:
+        flags = _device_empty(size, np.int64, "the list of flagged rows")
+        cache[key] = flags
+    return flags
 
 
 def _caller_result(rows: Any, inputs: Sequence[Any]) -> Any:

@@ -15,6 +15,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import types
 import warnings
 
@@ -267,7 +268,7 @@ def special_rows(dtype):
 
 @kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_the_fast_kernel_flags_what_it_cannot_score_exactly(launches, dtype):
+def test_the_fast_kernel_flags_what_it_cannot_score_exactly(launches, monkeypatch, dtype):
     """The fast kernel alone leaves exactly the special rows non-finite (and scores the
     others); the exact kernel then gives those rows the exact semantics."""
     cuda, kernels_ = launches.cuda, launches.kernels
@@ -279,15 +280,22 @@ def test_the_fast_kernel_flags_what_it_cannot_score_exactly(launches, dtype):
         "kl", 0, 0, False, False, dtype == np.float32, k, width
     )
     out = cuda.device_array(n, dtype)
-    kernel[2, block](dp, 1, dq, 1, k, 0.0, 1.0, 0, out)
+    flags = cuda.to_device(np.zeros(n + 1, np.int64))
+    kernel[2, block](dp, 1, dq, 1, k, 0.0, 1.0, 0, out, flags)
     fast = out.copy_to_host()
     flagged = [i for i in range(n) if i not in ordinary]
     assert np.isfinite(fast[ordinary]).all() and not np.isfinite(fast[flagged]).any()
+    listed = flags.copy_to_host()
+    assert listed[0] == len(flagged) and sorted(listed[1 : 1 + len(flagged)]) == flagged
     want = fastkl.kl_div(p.astype(np.float64), q.astype(np.float64))
     assert_close(fast[ordinary], want[ordinary], **TOL[dtype])
     got = host(fastkl.kl_div(dp, dq))
     assert_close(got, want, **TOL[dtype])
     assert got[2] == np.inf and np.isnan(got[3]) and np.isfinite(got[[1, 4]]).all()
+    # more flagged rows than the list holds: the exact kernel checks every row's value instead
+    monkeypatch.setattr(launches.driver, "FLAGGED_ROWS", 2)
+    monkeypatch.setattr(launches.driver, "_scratch", threading.local())
+    assert_close(host(fastkl.kl_div(dp, dq)), want, **TOL[dtype])
 
 
 @kernels
@@ -826,7 +834,8 @@ def ptx(request):
     def compile_(kernel, dtype):
         arr = nt.Array(dtype, 2, "A", readonly=True)
         sig = (arr, nt.int64, arr, nt.int64, nt.int64, nt.int64, nt.int64, nt.boolean,
-               nt.float64, nt.float64, nt.int64, nt.Array(dtype, 1, "C"))  # fmt: skip
+               nt.float64, nt.float64, nt.int64, nt.Array(dtype, 1, "C"),
+               nt.Array(nt.int64, 1, "C"))  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
@@ -836,7 +845,9 @@ def ptx(request):
         kernel, _, _ = _cuda.fast_kernel(name, p_form, q_form, False, False, single, k, width)
         arr = nt.Array(dtype, 2, "A", readonly=True)
         out = nt.Array(nt.float32 if single else nt.float64, 1, "A")
-        sig = (arr, nt.int64, arr, nt.int64, nt.int64, nt.float64, nt.float64, nt.int64, out)
+        flags = nt.Array(nt.int64, 1, "C")
+        sig = (arr, nt.int64, arr, nt.int64, nt.int64, nt.float64, nt.float64, nt.int64, out,
+               flags)  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
