@@ -117,9 +117,10 @@ def _t_kl4(p, q, lp, lq):
 
 
 def _t_kl_fast(p, q, lp, lq, lr):
-    """KL's fast term in the family's signature (the CPU's per-pair terms)."""
+    """KL's fast term in the family's signature, guarded as the CPU's per-pair terms are: NaN
+    where the log of a probability side is outside the fast log's domain."""
     if LOG_P or LOG_Q:
-        return KL_LOG_FAST(p, lp, lq)
+        return _t_guarded(KL_LOG_FAST(p, lp, lq), p, q, LOG_P, LOG_Q)
     return GUARD(KL_FAST(p, q), p, q)
 
 
@@ -967,9 +968,12 @@ def plan(name: str, p_form: int, q_form: int, normalize: bool, eps: float) -> Pl
     log_p, log_q = p_form != PROBS, (q_form != PROBS) and spec.has_q
     norm_p = p_form == LOGITS or normalize
     norm_q = spec.has_q and (q_form == LOGITS or normalize)
+    # a normalized probability side's moments would hold log p unshifted, and subtract
+    # log(sum p) at the end: both large for counts, so their difference cancels
+    normalized_probs = normalize and (not log_p or (spec.has_q and not log_q))
     if eps > 0.0 and (log_p or log_q or normalize):
         mode = "exact"  # clipping normalized log-scores needs their log-sum-exp first (CPU too)
-    elif name in _math.MOMENTS and eps == 0.0:
+    elif name in _math.MOMENTS and eps == 0.0 and not normalized_probs:
         mode = "moments"
     elif not (norm_p or norm_q):
         mode = "terms"
@@ -1185,6 +1189,7 @@ def fast_kernel(
         "FINISH": FINISH,
     }
     if spec.fast is None:
+        bindings["_t_guarded"] = device(specialize(_t_guarded, f"kl_guarded_{tag}", bindings))
         bindings["TERM_FAST"] = device(specialize(_t_kl_fast, f"kl_fast_{tag}", bindings))
     else:
         bindings["TERM_FAST"] = getattr(fast, spec.fast)
