@@ -36,41 +36,47 @@ def _call(name, p, q, form, **kw):
 
 
 class CudaRowwise:
-    """A row-wise function on device-resident float32 rows (result into a device ``out``)."""
+    """A row-wise function on device-resident rows (result into a device ``out``)."""
 
-    params = (FUNCTIONS, ["probs", "logits"], list(GPU_SHAPES))
-    param_names = ["function", "form", "shape"]
+    params = (FUNCTIONS, ["probs", "logits"], list(GPU_SHAPES), ["float16", "float32", "float64"])
+    param_names = ["function", "form", "shape", "dtype"]
     timeout = 300
 
-    def setup(self, function, form, shape):
+    def setup(self, function, form, shape, dtype):
         self.cuda = _cuda()
         n, k = GPU_SHAPES[shape]
-        self.p = self.cuda.to_device(rows_in_form((n, k), "float32", form, seed=1))
-        self.q = self.cuda.to_device(rows_in_form((n, k), "float32", form, seed=2))
-        self.out = self.cuda.device_array(self.p.shape[0], np.float32)
-        self.time_rowwise(function, form, shape)  # compile
+        self.p = self.cuda.to_device(rows_in_form((n, k), "float32", form, seed=1).astype(dtype))
+        self.q = self.cuda.to_device(rows_in_form((n, k), "float32", form, seed=2).astype(dtype))
+        out = np.float64 if dtype == "float64" else np.float32
+        self.out = self.cuda.device_array(self.p.shape[0], out)
+        self.time_rowwise(function, form, shape, dtype)  # compile
 
-    def time_rowwise(self, function, form, shape):
+    def time_rowwise(self, function, form, shape, dtype):
         _call(function, self.p, self.q, form, out=self.out)
         self.cuda.synchronize()  # launches are asynchronous
 
 
 class CudaCopy:
-    """The roofline: a device-to-device copy of the bytes CudaRowwise reads (both inputs)."""
+    """The roofline: a device-to-device copy of the bytes CudaRowwise reads (both inputs), by
+    fastkl's vectorized copy kernel and by numba's memcpy (``fastkl bench --device cuda``'s
+    baselines)."""
 
-    params = (list(GPU_SHAPES),)
-    param_names = ["shape"]
+    params = (list(GPU_SHAPES), ["fastkl kernel", "numba memcpy"])
+    param_names = ["shape", "copy"]
 
-    def setup(self, shape):
+    def setup(self, shape, copy):
+        from fastkl import _cuda_bench
+
         self.cuda = _cuda()
         n, k = GPU_SHAPES[shape]
         self.p = self.cuda.to_device(rows_in_form((n, k), "float32", "probs", seed=1))
         self.q = self.cuda.to_device(rows_in_form((n, k), "float32", "probs", seed=2))
         self.dst = self.cuda.device_array_like(self.p)
+        self.copy = _cuda_bench._copies(self.p, self.q, self.dst, self.cuda)[copy]
+        self.time_copy(shape, copy)  # compile
 
-    def time_copy(self, shape):
-        self.dst.copy_to_device(self.p)
-        self.dst.copy_to_device(self.q)
+    def time_copy(self, shape, copy):
+        self.copy()
         self.cuda.synchronize()
 
 

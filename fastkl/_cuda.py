@@ -351,12 +351,14 @@ def _t_rows_cuda(
         t = first + tid // GROUP
         need = t < rows
         i = t
-        if listed and need:
-            i = flags[1 + t]
-        elif REDO and need:
-            done = out[i]
-            need = not (abs(done) < math.inf)
-            if not cuda.syncthreads_or(need):
+        if listed:
+            if need:
+                i = flags[1 + t]
+        elif REDO:
+            if need:
+                done = out[i]
+                need = not (abs(done) < math.inf)
+            if not cuda.syncthreads_or(need):  # every thread of the block takes part
                 continue  # every row of the block's tile was scored (the whole block skips)
         kk = k if need else 0  # a group with nothing to do reduces zeros with the others
         ip = i * p_step

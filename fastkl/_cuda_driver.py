@@ -207,6 +207,36 @@ class _DeviceOperand:
         return base, base + extent + a.itemsize
 
 
+def _device_index(op: _DeviceOperand) -> int | None:
+    """The CUDA device an operand lives on, where its library says (a DLPack tensor, a torch
+    tensor, a CuPy array); None where it does not (numba's arrays: the current device)."""
+    tensor = op.owner if isinstance(op.owner, _dlpack.Tensor) else None
+    if tensor is not None:
+        return int(tensor.device_id)
+    device = getattr(op.source, "device", None)
+    for attr in ("index", "id"):  # torch.device.index, cupy.cuda.Device.id
+        value = getattr(device, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _check_devices(operands: Sequence[_DeviceOperand]) -> None:
+    """A ValueError naming the first operand on another GPU than the current one (the kernels
+    run there, and a copy between GPUs would be a silent copy of a whole input)."""
+    if _cuda.SIMULATOR:
+        return
+    current = cuda.get_current_device().id
+    for op in operands:
+        index = _device_index(op)
+        if index is not None and index != current:
+            raise ValueError(
+                f"{op.name}: on CUDA device {index}, but fastkl runs on the current device "
+                f"{current}; move it, or select its device first (numba.cuda.select_device, "
+                "torch.cuda.device)"
+            )
+
+
 def _c_strides(shape: tuple[int, ...]) -> list[int]:
     strides, step = [], 1
     for n in reversed(shape):
@@ -393,6 +423,8 @@ def _device_call(
     axis: Any,
 ) -> Any:
     operands = [_DeviceOperand(x, name) for x, name in zip(arrays, names, strict=True)]
+    _check_devices([*operands, *([] if out is None or not _driver.is_cuda_array(out) else
+                                 [_DeviceOperand(out, "out")])])  # fmt: skip
     prep = _driver.prepare([op.stand_in for op in operands], names, axis)
     full = (*prep.batch, prep.k)
     n = math.prod(prep.batch)

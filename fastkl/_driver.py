@@ -55,8 +55,13 @@ def _from_dlpack(x: Any, name: str) -> np.ndarray | None:
     if not hasattr(x, "__dlpack_device__"):
         return None
     device_type, _ = _dlpack.device_of(x, name)
+    if device_type == _dlpack.CUDA:
+        return None  # the CUDA driver's (is_cuda_array)
     if device_type not in _dlpack.HOST_DEVICES:
-        return None  # device memory: the CUDA driver's, or an error from np.asarray
+        raise TypeError(
+            f"{name}: a DLPack tensor on device type {device_type}; fastkl reads host memory "
+            "and NVIDIA GPUs (CUDA)"
+        )
     return _dlpack.import_tensor(x, name).numpy()
 
 

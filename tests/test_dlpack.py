@@ -124,6 +124,34 @@ def test_a_cuda_dlpack_tensor_is_never_copied_to_the_host():
         fastkl.kl_div(gpu, np.full(4, 0.25), device="cpu")
 
 
+def test_a_tensor_on_another_kind_of_device_is_a_type_error():
+    rocm = Producer(np.full(4, 0.25, np.float32), device=(10, 0))  # kDLROCM
+    with pytest.raises(TypeError, match="p: a DLPack tensor on device type 10"):
+        fastkl.kl_div(rocm, np.full(4, 0.25))
+
+
+def test_the_device_of_a_device_operand():
+    """Where a device operand's library says which GPU it is on (DLPack, torch, CuPy), the
+    driver compares it with the current device (a ValueError naming it otherwise)."""
+    import types
+
+    from fastkl import _cuda_driver
+
+    def operand(owner=None, source=None):
+        op = object.__new__(_cuda_driver._DeviceOperand)
+        op.owner, op.source, op.name = owner, source, "q"
+        return op
+
+    tensor = object.__new__(_dlpack.Tensor)
+    tensor.device_id = 3
+    assert _cuda_driver._device_index(operand(owner=tensor)) == 3
+    torch_like = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda", index=1))
+    assert _cuda_driver._device_index(operand(source=torch_like)) == 1
+    cupy_like = types.SimpleNamespace(device=types.SimpleNamespace(id=2))
+    assert _cuda_driver._device_index(operand(source=cupy_like)) == 2
+    assert _cuda_driver._device_index(operand(source=object())) is None
+
+
 def test_torch_cpu_tensors_of_every_dtype(rng):
     torch = pytest.importorskip("torch")
     p = random_probs(rng, (6, 9))
