@@ -358,7 +358,7 @@ def _t_rows_cuda(
             if need:
                 done = out[i]
                 need = not (abs(done) < math.inf)
-            if not cuda.syncthreads_or(need):  # every thread of the block takes part
+            if not cuda.syncthreads_or(1 if need else 0):  # every thread of the block votes
                 continue  # every row of the block's tile was scored (the whole block skips)
         kk = k if need else 0  # a group with nothing to do reduces zeros with the others
         ip = i * p_step

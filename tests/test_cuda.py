@@ -927,9 +927,9 @@ def ptx(request):
             warnings.simplefilter("ignore")
             return cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
 
-    def compile_fast(name, p_form, q_form, dtype, k, width):
+    def compile_fast(name, p_form, q_form, dtype, k, width, normalize=False, clip=False):
         single = dtype != nt.float64
-        kernel, _, _ = _cuda.fast_kernel(name, p_form, q_form, False, False, single, k, width)
+        kernel, _, _ = _cuda.fast_kernel(name, p_form, q_form, normalize, clip, single, k, width)
         arr = nt.Array(dtype, 2, "A", readonly=True)
         out = nt.Array(nt.float32 if single else nt.float64, 1, "A")
         flags = nt.Array(nt.int64, 1, "C")
@@ -969,6 +969,48 @@ def test_gpu_kernels_compile_for_an_h100(ptx, name, log_p, log_q, shape):
     assert "shfl.sync.bfly" in code  # warp shuffles: the reduction the simulator cannot run
     assert ("bar.sync" in code) == (shape == "block")  # barriers only across a block's warps
     assert ".target sm_90" in code
+
+
+@pytest.mark.parametrize(
+    ("name", "p_form", "q_form", "dtype", "options"),
+    [("kl", 0, 0, "float32", {"normalize": True}), ("js", 0, 0, "float32", {"clip": True}),
+     ("kl", 0, 0, "float32", {"clip": True}), ("sym_kl", 2, 2, "float64", {}),
+     ("cross_entropy", 0, 2, "float32", {"normalize": True})],
+    ids=str,
+)  # fmt: skip
+def test_every_mode_of_the_fast_kernel_compiles(ptx, name, p_form, q_form, dtype, options):
+    """Two passes for normalized probabilities, clipping, float64 logits: compiled for an H100
+    (the simulator types nothing)."""
+    width = 4 if dtype == "float32" else 2
+    code = ptx.compile_fast(name, p_form, q_form, getattr(ptx.types, dtype), 64, width, **options)
+    assert ".target sm_90" in code and "ld.global.nc.v" in code
+
+
+def test_the_reduction_and_copy_kernels_compile(ptx):
+    """The device reduction's block sums and the benchmark's copy baseline (16-byte stores)."""
+    from numba import cuda
+
+    from fastkl import _cuda_bench
+
+    nt = ptx.types
+    values = nt.Array(nt.float64, 1, "C")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sums = cuda.compile_ptx(ptx.cuda.block_sums_kernel().py_func, (values, values), cc=(9, 0))
+        words = (nt.Array(nt.float32, 2, "C"), nt.Array(nt.float32, 1, "C"))
+        copy = cuda.compile_ptx(_cuda_bench._copy_kernel().py_func, words, cc=(9, 0))
+    assert "bar.sync" in sums[0]
+    assert "st.global.v4.f32" in copy[0] and "ld.global.nc.v4.f32" in copy[0]
+
+
+@pytest.mark.parametrize("shape", ["warp", "block"])
+def test_the_exact_kernel_that_redoes_flagged_rows_compiles(ptx, shape):
+    """The exact kernel as it runs after a fast one: the flagged rows' list, and a block-wide
+    vote (``bar.red.or``) where it checks every row's value instead."""
+    k = 100 if shape == "warp" else 100_000
+    kernel, _, _ = ptx.cuda.rows_kernel("kl", True, True, k, redo=True)
+    code = ptx.compile(kernel, ptx.types.float32)
+    assert "bar.red.or" in code and ".target sm_90" in code
 
 
 def _ptx_ops(code):
