@@ -524,29 +524,31 @@ def _t_guarded(t, w, o, w_log, o_log):
     return t
 
 
+def _t_weigh(x, m, log_side, shift):
+    """A side's element as (its weight, its log, the log clamped at LOW for the terms its own
+    weight multiplies): a log-score shifted by the running maximum m (with ``shift``) and
+    exponentiated, or a probability and its log."""
+    if log_side:
+        lx = x - m if shift else x
+        low = LIKE(x, LOW)
+        return EXP(lx), lx, (low if lx < low else lx)
+    lx = LOG_CORE(x)
+    return x, lx, lx
+
+
+def _t_moment(on_q, a, b, wp, wq, lp, lq, lpc, lqc, dp, dq, q_log):
+    """A moment's term: its integrand weighted by q (``on_q``) or by p, guarded."""
+    if on_q:
+        return _t_guarded(wq * _t_integrand(True, a, b, lp, lqc, dq), wq, wp, q_log, LOG_P)
+    return _t_guarded(wp * _t_integrand(False, a, b, lpc, lq, dp), wp, wq, LOG_P, q_log)
+
+
 def _t_moment_element(x, y, mp, mq):
     """Element (x of p, y of q) as (p's weight, q's weight, moment 1's term, moment 2's)."""
-    low = LIKE(x, LOW)
-    if LOG_P:
-        lp = x - mp if SHIFT_P else x
-        wp = EXP(lp)
-        lpc = low if lp < low else lp
-    else:
-        wp = x
-        lp = LOG_CORE(x)
-        lpc = lp
-    wq = LIKE(x, 1.0)
-    lq = LIKE(x, 0.0)
-    lqc = lq
+    wp, lp, lpc = _t_weigh(x, mp, LOG_P, SHIFT_P)
+    wq, lq, lqc = LIKE(x, 1.0), LIKE(x, 0.0), LIKE(x, 0.0)
     if HAS_Q:
-        if LOG_Q:
-            lq = y - mq if SHIFT_Q else y
-            wq = EXP(lq)
-            lqc = low if lq < low else lq
-        else:
-            wq = y
-            lq = LOG_CORE(y)
-            lqc = lq
+        wq, lq, lqc = _t_weigh(y, mq, LOG_Q, SHIFT_Q)
     if LOG_P or LOG_Q:
         dp = lpc - lq  # weighted by p, whose log is clamped
         dq = lp - lqc
@@ -557,19 +559,9 @@ def _t_moment_element(x, y, mp, mq):
     t1 = LIKE(x, 0.0)
     t2 = t1
     if M1:
-        if M1_Q:
-            t1 = _t_guarded(wq * _t_integrand(True, M1_A, M1_B, lp, lqc, dq), wq, wp, q_log, LOG_P)
-        else:
-            t1 = _t_guarded(
-                wp * _t_integrand(False, M1_A, M1_B, lpc, lq, dp), wp, wq, LOG_P, q_log
-            )
+        t1 = _t_moment(M1_Q, M1_A, M1_B, wp, wq, lp, lq, lpc, lqc, dp, dq, q_log)
     if M2:
-        if M2_Q:
-            t2 = _t_guarded(wq * _t_integrand(True, M2_A, M2_B, lp, lqc, dq), wq, wp, q_log, LOG_P)
-        else:
-            t2 = _t_guarded(
-                wp * _t_integrand(False, M2_A, M2_B, lpc, lq, dp), wp, wq, LOG_P, q_log
-            )
+        t2 = _t_moment(M2_Q, M2_A, M2_B, wp, wq, lp, lq, lpc, lqc, dp, dq, q_log)
     return wp, wq, t1, t2
 
 
@@ -610,28 +602,24 @@ def _t_moments_batch(s, xp, xq, j, kk, masked, a_p, c_p, a_q, c_q, lo, hi):
     return mp, mq, s[2] + f64(sa), s[3] + f64(sb), s[4] + f64(s1), s[5] + f64(s2)
 
 
+def _t_fast_read(x, a, c, log_side, lo, hi):
+    """A side's element as (its probability, its log): a log-score read as ``(x - a) - c``,
+    a probability as ``x * a`` (clipped with CLIP)."""
+    if log_side:
+        lx = (x - a) - c
+        return EXP(lx), lx
+    px = x * a
+    if CLIP:
+        px = CLIPF(px, lo, hi)
+    return px, LOG_CORE(px)
+
+
 def _t_terms_element(x, y, a_p, c_p, a_q, c_q, lo, hi):
-    """Element (x of p, y of q) as a fast term of the divergence: a log-score is read as
-    ``(x - a) - c``, a probability as ``x * a`` (clipped with CLIP)."""
-    if LOG_P:
-        lp = (x - a_p) - c_p
-        p = EXP(lp)
-    else:
-        p = x * a_p
-        if CLIP:
-            p = CLIPF(p, lo, hi)
-        lp = LOG_CORE(p)
-    q = LIKE(x, 1.0)
-    lq = LIKE(x, 0.0)
+    """Element (x of p, y of q) as a fast term of the divergence."""
+    p, lp = _t_fast_read(x, a_p, c_p, LOG_P, lo, hi)
+    q, lq = LIKE(x, 1.0), LIKE(x, 0.0)
     if HAS_Q:
-        if LOG_Q:
-            lq = (y - a_q) - c_q
-            q = EXP(lq)
-        else:
-            q = y * a_q
-            if CLIP:
-                q = CLIPF(q, lo, hi)
-            lq = LOG_CORE(q)
+        q, lq = _t_fast_read(y, a_q, c_q, LOG_Q, lo, hi)
     lr = lp - lq if (LOG_P or (LOG_Q and HAS_Q)) else LOG_RATIO(p, q)
     return TERM_FAST(p, q, lp, lq, lr)
 
@@ -1109,7 +1097,7 @@ def _state_bindings(
             }
         )  # fmt: skip
     # each helper is specialized after the ones it calls, so that it sees their versions
-    helpers = [_t_shift, _t_rescale, _t_integrand, _t_guarded]
+    helpers = [_t_shift, _t_rescale, _t_integrand, _t_guarded, _t_weigh, _t_fast_read, _t_moment]
     if mode == "terms":
         helpers += [_t_terms_element, _t_terms_batch]
     else:
