@@ -479,8 +479,8 @@ def _t_exact_row(p, q, p_form, q_form, normalize, eps):
     return acc
 
 
-def _t_kl_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
-    """out[i] = KL(p_i || q_i) / divisor, a block of ROW_BLOCK rows per task.
+def _t_rows_block(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out, r0):
+    """Rows r0 to r0 + ROW_BLOCK of _t_kl_rows (fewer at the end).
 
     Each row's sums go to the block's scratch; then one loop finishes the whole block. A
     row's finish is a few dependent float64 divisions and a log, about 60 cycles of latency
@@ -488,38 +488,42 @@ def _t_kl_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
     row. The loop always runs over the full block (unused slots hold a harmless row), so
     every row goes through the same machine code wherever it sits in a block.
     """
-    n = out.shape[0]
+    rows = min(ROW_BLOCK, out.shape[0] - r0)
     stat_p = p_form == LOGITS or normalize
     stat_q = q_form == LOGITS or normalize
-    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        r0 = b * ROW_BLOCK
-        rows = min(ROW_BLOCK, n - r0)
-        sums = np.ones((4, ROW_BLOCK))
-        for r in range(rows):
-            i = r0 + r
-            s0, s1, s2, s3 = _t_fast_sums(
+    sums = np.ones((4, ROW_BLOCK))
+    for r in range(rows):
+        i = r0 + r
+        s0, s1, s2, s3 = _t_fast_sums(
+            p[i * ldp : i * ldp + k], q[i * ldq : i * ldq + k], p_form, q_form, normalize, eps
+        )
+        sums[0, r] = s0
+        sums[1, r] = s1
+        sums[2, r] = s2
+        sums[3, r] = s3
+    kls = np.empty(ROW_BLOCK)
+    for r in range(ROW_BLOCK):
+        kls[r] = _t_finish(stat_p, stat_q, sums[0, r], sums[2, r], sums[3, r])
+    for r in range(rows):
+        i = r0 + r
+        kl = kls[r]
+        if not _t_ok(stat_p, stat_q, kl, sums[1, r], sums[2, r], sums[3, r]):
+            kl = _t_exact_row(
                 p[i * ldp : i * ldp + k], q[i * ldq : i * ldq + k], p_form, q_form, normalize, eps
             )
-            sums[0, r] = s0
-            sums[1, r] = s1
-            sums[2, r] = s2
-            sums[3, r] = s3
-        kls = np.empty(ROW_BLOCK)
-        for r in range(ROW_BLOCK):
-            kls[r] = _t_finish(stat_p, stat_q, sums[0, r], sums[2, r], sums[3, r])
-        for r in range(rows):
-            i = r0 + r
-            kl = kls[r]
-            if not _t_ok(stat_p, stat_q, kl, sums[1, r], sums[2, r], sums[3, r]):
-                kl = _t_exact_row(
-                    p[i * ldp : i * ldp + k],
-                    q[i * ldq : i * ldq + k],
-                    p_form,
-                    q_form,
-                    normalize,
-                    eps,
-                )
-            out[i] = kl if divisor == 1.0 else kl / divisor
+        out[i] = kl if divisor == 1.0 else kl / divisor
+
+
+def _t_kl_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
+    """out[i] = KL(p_i || q_i) / divisor, a block of ROW_BLOCK rows per task.
+
+    The parallel loop only calls the block's function: numba's parfor passes then see a few
+    statements instead of the inlined sums of every path (they dominated the compile time).
+    """
+    for b in prange((out.shape[0] + ROW_BLOCK - 1) // ROW_BLOCK):
+        _t_rows_block(
+            p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out, b * ROW_BLOCK
+        )
 
 
 def _t_kl_rows_plain(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, out):
@@ -648,7 +652,10 @@ _HELPER_TEMPLATES = (
     "_t_plain_sums",
     "_t_fast_sums",
     "_t_exact_row",
+    "_t_rows_block",
 )
+#: helpers compiled as functions of their own, not inlined into their callers' numba IR
+_CALLED = ("_t_exact_row", "_t_rows_block", "_t_chunk_sums", "_t_chunk_stats")
 _KERNEL_TEMPLATES = ("_t_kl_rows", "_t_kl_rows_plain", "_t_kl_rows_split")
 
 
@@ -668,7 +675,7 @@ def _family(tag: str, log_p: bool, log_q: bool, terms) -> dict:
     bindings["SEG_SUMS"] = njit(**_HELPER)(specialize(_t_seg_sums, f"seg_sums_{tag}", bindings))
     for name in _HELPER_TEMPLATES:
         fn = specialize(globals()[name], f"{name[3:]}_{tag}", bindings)
-        bindings[name] = njit(**(_CALL if name == "_t_exact_row" else _HELPER))(fn)
+        bindings[name] = njit(**(_CALL if name in _CALLED else _HELPER))(fn)
     kernels = {"_t_exact_row": bindings["_t_exact_row"]}
     for name in _KERNEL_TEMPLATES:
         fn = specialize(globals()[name], f"{name[3:]}_{tag}_cpu", bindings)
