@@ -10,7 +10,9 @@ Everything here runs once, at import, before any kernel is decorated:
   the helpers into the cached module, where LLVM optimizes them again), so a program's first
   run differed from its later runs in the last bits. The kernels write their sums as explicit
   lanes instead (``_cpu.LANES``): vectorized, in an order fixed by the source.
-* A cache locator for fastkl's own files. numba's cache key hashes only the file that holds the
+* A cache locator for fastkl's own files, in ``$FASTKL_CACHE_DIR`` if set, else
+  ``$NUMBA_CACHE_DIR/fastkl``, the package's ``__pycache__``, the user's cache, a temporary
+  directory (the first writable one). numba's cache key hashes only the file that holds the
   kernel, not the files of the functions it inlines, so editing ``_math.py`` would leave a stale
   kernel in the cache; and with no writable ``__pycache__`` (a read-only install) ``cache=True``
   fails at import. The locator below keys the cache on all of fastkl's kernel sources and falls
@@ -56,12 +58,19 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _kernel_sources() -> list[str]:
     """The modules whose code can end up in any cached kernel: the private modules (scalar
-    terms, math, kernels, the driver). A public module that compiles kernels of its own
+    terms, math, kernels, numba's set-up). A public module that compiles kernels of its own
     (pairwise, bench) adds its own source to its kernels' stamp; editing the pure Python glue
-    (api, cli) keeps the cache. The CUDA modules (``_cuda*.py``) compile nothing for the CPU:
-    editing them keeps the CPU kernels."""
+    (api, cli) keeps the cache, as does editing the private modules that hold no CPU kernel
+    code (the CUDA modules, DLPack, the warm-up)."""
     paths = glob.glob(os.path.join(_PACKAGE_DIR, "_*.py"))
-    return sorted(p for p in paths if not os.path.basename(p).startswith("_cuda"))
+    return sorted(p for p in paths if os.path.basename(p) not in _NO_CPU_KERNELS)
+
+
+#: Private modules with no code of any CPU kernel: editing them keeps the cache.
+_NO_CPU_KERNELS = frozenset(
+    {"_cuda.py", "_cuda_bench.py", "_cuda_device.py", "_cuda_driver.py", "_dlpack.py",
+     "_driver.py", "_version.py", "_warmup.py", "__init__.py"}
+)  # fmt: skip
 
 
 def _capi_sources() -> list[str]:
@@ -95,7 +104,9 @@ def _cache_dir_candidates() -> list[str]:
     from numba.misc.appdirs import AppDirs
 
     candidates = []
-    if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR: the user's choice comes first
+    if os.environ.get("FASTKL_CACHE_DIR"):  # fastkl's own (libfastkl sets it to its DIR)
+        candidates.append(os.environ["FASTKL_CACHE_DIR"])
+    if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR: the user's choice for numba
         candidates.append(os.path.join(numba.config.CACHE_DIR, "fastkl"))
     candidates.append(os.path.join(_PACKAGE_DIR, "__pycache__", "numba"))
     candidates.append(
@@ -123,7 +134,7 @@ class _FastklCacheLocator(_caching._CacheLocator):
         self._capi = capi
         name = os.path.basename(py_file)
         # a module outside the shared fingerprint (public ones, the CUDA path's) adds its own
-        own = not capi and (not name.startswith("_") or name.startswith("_cuda"))
+        own = not capi and (not name.startswith("_") or name in _NO_CPU_KERNELS)
         self._own = _source_fingerprint([os.path.abspath(py_file)]) if own else ""
 
     @classmethod

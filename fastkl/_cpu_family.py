@@ -243,36 +243,43 @@ def _t_fam_exact(p, q, p_form, q_form, normalize, eps):
     return acc
 
 
-def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post, out):
-    """out[i] = D(p_i || q_i) / divisor, then ``post``; a block of FAM_BLOCK rows per task,
-    which shares the scratch for the exponentials of log-score sides."""
+def _t_fam_block(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post, out, r0):
+    """Rows r0 to r0 + FAM_BLOCK of _t_fam_rows (fewer at the end): they share the scratch for
+    the exponentials of log-score sides."""
     # Clipping log-scores needs their log-sum-exp before the clip: the exact path does it.
     fast = not (eps > 0.0 and (LOG_P or (HAS_Q and LOG_Q)))
-    n = out.shape[0]
-    for b in prange((n + FAM_BLOCK - 1) // FAM_BLOCK):
-        # exponentials and shifted logs of the log-score sides (a probability side passes its
-        # own row: unread)
-        scratch = np.empty((4, k if (LOG_P or LOG_Q) else 1), dtype=p.dtype)
-        for i in range(b * FAM_BLOCK, min(b * FAM_BLOCK + FAM_BLOCK, n)):
-            pr = p[i * ldp : i * ldp + k]
-            qr = q[i * ldq : i * ldq + k]
-            v = np.nan
-            if fast:
-                v = _t_fam_fast(
-                    pr,
-                    qr,
-                    scratch[0] if LOG_P else pr,
-                    scratch[1] if LOG_Q else qr,
-                    scratch[2] if LOG_P else pr,
-                    scratch[3] if LOG_Q else qr,
-                    p_form,
-                    q_form,
-                    normalize,
-                    eps,
-                )
-            if not abs(v) < np.inf:
-                v = _t_fam_exact(pr, qr, p_form, q_form, normalize, eps)
-            out[i] = FINISH(v / divisor, post)
+    # exponentials and shifted logs of the log-score sides (a probability side passes its own
+    # row: unread)
+    scratch = np.empty((4, k if (LOG_P or LOG_Q) else 1), dtype=p.dtype)
+    for i in range(r0, min(r0 + FAM_BLOCK, out.shape[0])):
+        pr = p[i * ldp : i * ldp + k]
+        qr = q[i * ldq : i * ldq + k]
+        v = np.nan
+        if fast:
+            v = _t_fam_fast(
+                pr,
+                qr,
+                scratch[0] if LOG_P else pr,
+                scratch[1] if LOG_Q else qr,
+                scratch[2] if LOG_P else pr,
+                scratch[3] if LOG_Q else qr,
+                p_form,
+                q_form,
+                normalize,
+                eps,
+            )
+        if not abs(v) < np.inf:
+            v = _t_fam_exact(pr, qr, p_form, q_form, normalize, eps)
+        out[i] = FINISH(v / divisor, post)
+
+
+def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post, out):
+    """out[i] = D(p_i || q_i) / divisor, then ``post``; a block of FAM_BLOCK rows per task (the
+    parallel loop only calls the block's function, which keeps numba's parfor passes short)."""
+    for b in prange((out.shape[0] + FAM_BLOCK - 1) // FAM_BLOCK):
+        _t_fam_block(
+            p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post, out, b * FAM_BLOCK
+        )
 
 
 FAM_TERM = _t_fam_term  # templates, bound per specialization
@@ -293,6 +300,7 @@ def _specialize_family(name: str, log_p: bool, log_q: bool):
     bindings["SEG_SUM"] = njit(**_HELPER)(specialize(_t_fam_seg, f"seg_{tag}", bindings))
     bindings["_t_fam_fast"] = njit(**_HELPER)(specialize(_t_fam_fast, f"fast_{tag}", bindings))
     bindings["_t_fam_exact"] = njit(**_CALL)(specialize(_t_fam_exact, f"exact_{tag}", bindings))
+    bindings["_t_fam_block"] = njit(**_CALL)(specialize(_t_fam_block, f"block_{tag}", bindings))
     return njit(**_KERNEL)(specialize(_t_fam_rows, f"{tag}_rows_cpu", bindings))
 
 

@@ -72,9 +72,24 @@ def as_array(x: Any, name: str) -> np.ndarray:
     if a is not None:
         return a
     try:
-        return np.asarray(x)
+        a = np.asarray(x)
     except Exception as exc:  # ragged nested lists, objects whose __array__ fails
         raise ValueError(f"{name}: could not convert to an array: {exc}") from None
+    if a.dtype == object and hasattr(x, "to_numpy"):
+        return _nullable_floats(x, a)
+    return a
+
+
+def _nullable_floats(x: Any, a: np.ndarray) -> np.ndarray:
+    """pandas' nullable float columns (``Float32``, ``Float64``, missing values ``pd.NA``),
+    which numpy sees as objects, as floats with NaN for the missing values: pandas' own
+    ``x.to_numpy(float, na_value=np.nan)``. Anything else stays ``a``."""
+    dtypes = getattr(x, "dtypes", None)
+    dtypes = list(dtypes) if hasattr(dtypes, "__iter__") else [dtypes]  # a frame's columns
+    numpy_dtypes = [getattr(d, "numpy_dtype", None) for d in dtypes]
+    if not numpy_dtypes or not all(d is not None and d.kind == "f" for d in numpy_dtypes):
+        return a
+    return np.asarray(x.to_numpy(dtype=np.result_type(*numpy_dtypes), na_value=np.nan))
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:
@@ -412,11 +427,12 @@ def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
     arrs = [as_float_array(a, name) for a, name in zip(arrays, names, strict=True)]
     ndim = max(a.ndim for a in arrs)
     ax = parse_axis(axis, ndim)
+    given = [a.shape for a in arrs]  # for messages: the shapes the caller passed
     # Align dimensions from the right as numpy does; the new leading dims are views.
     arrs = [a if a.ndim == ndim else a[(np.newaxis,) * (ndim - a.ndim)] for a in arrs]
     lengths = [a.shape[ax] for a in arrs]
     if len(set(lengths)) > 1:
-        shapes = " and ".join(f"{name} {a.shape}" for name, a in zip(names, arrs, strict=True))
+        shapes = " and ".join(f"{name} {shape}" for name, shape in zip(names, given, strict=True))
         raise ValueError(
             f"{' and '.join(names)} must have the same length along axis {axis}: got {shapes}"
         )

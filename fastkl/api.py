@@ -7,7 +7,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _cpu, _cpu_family, _driver
+from . import _cpu, _cpu_family, _driver, _warmup
+
+_warmup.notify_slow_compiles()  # a first call that compiles says so
 
 Form = Literal["probs", "log_probs", "logits"]
 Reduction = Literal["none", "sum", "mean"]

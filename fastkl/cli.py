@@ -11,12 +11,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .files import NpySink
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,16 +46,24 @@ def _positive_int(text: str) -> int:
 
 
 def random_probability_rows(
-    rng: np.random.Generator, n: int, k: int, dtype: type = np.float32
+    rng: np.random.Generator, n: int, k: int, dtype: type | None = None
 ) -> np.ndarray:
-    """``n`` random probability rows of length ``k`` (flat Dirichlet draws), built in place."""
+    """``n`` random probability rows of length ``k`` (flat Dirichlet draws), built in place,
+    every value > 0: a float32 exponential draw is exactly 0 about once in 2**24 values, and
+    one zero in Q makes that row's KL +inf, and the demo's mean with it."""
+    import numpy as np
+
+    dtype = dtype or np.float32
     x = rng.standard_exponential((n, k), dtype=dtype)
+    np.maximum(x, np.finfo(dtype).smallest_normal, out=x)
     x /= x.sum(axis=1, keepdims=True)
     return x
 
 
 def _reference_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Row-wise KL in float64 with numpy only: the obviously-correct reference."""
+    import numpy as np
+
     p64 = p.astype(np.float64)
     q64 = q.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -65,6 +73,10 @@ def _reference_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def _write_random_npy(path: str, rng: np.random.Generator, n: int, k: int) -> None:
     """An ``n`` x ``k`` float32 .npy file of random probability rows, written in chunks."""
+    import numpy as np
+
+    from .files import NpySink
+
     sink = NpySink(path, (n, k), np.dtype(np.float32), "demo")
     try:
         step = max(1, (8 << 20) // (4 * k))
@@ -77,6 +89,8 @@ def _write_random_npy(path: str, rng: np.random.Generator, n: int, k: int) -> No
 
 
 def demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import _config, kl_div
     from .bench import median_seconds, numpy_score_files
     from .score import default_chunk_rows, score_files
@@ -195,21 +209,29 @@ def score(args: argparse.Namespace) -> int:
             bar.close()
     if args.json:
         print(summary.to_json())
-    elif not args.quiet:
-        s = summary
+        return 0
+    s = summary
+    # A reduction without -o: its value is the result, alone on stdout; the rest is a report.
+    value_only = s.value is not None and s.output is None
+    report = sys.stderr if value_only else sys.stdout
+    if not args.quiet:
         print(
-            f"{s.divergence}: {s.rows:,} rows in {s.seconds:.3f} s "
-            f"({s.rows_per_s:,.0f} rows/s); {s.dtype}"
+            f"{s.divergence}: {s.rows:,} rows in {s.seconds:.3f} s ({s.rows_per_s:,.0f} rows/s; "
+            f"kernel ready in {s.compile_seconds:.2f} s before); {s.dtype}",
+            file=report,
         )
         if s.min is not None:
             print(
                 f"  min {s.min:.6g}  mean {s.mean:.6g}  max {s.max:.6g}  "
-                f"inf {s.inf_count}  NaN {s.nan_count}"
+                f"inf {s.inf_count}  NaN {s.nan_count}",
+                file=report,
             )
-        if s.value is not None:
-            print(f"  {s.reduction}: {s.value:.17g}")
+        if s.value is not None and not value_only:
+            print(f"  {s.reduction}: {s.value:.17g}", file=report)
         if s.output is not None:
-            print(f"  wrote {s.output}")
+            print(f"  wrote {s.output}", file=report)
+    if value_only:
+        print(f"{s.value:.17g}")
     return 0
 
 
@@ -254,11 +276,36 @@ def bench(args: argparse.Namespace) -> int:
     return _bench.main(**options, capi=args.capi)
 
 
+def warmup(args: argparse.Namespace) -> int:
+    from . import _warmup
+
+    selected = _warmup.units(args.functions or None, args.dtype and [args.dtype])
+    jobs = min(args.jobs or os.cpu_count() or 1, len(selected))
+    if not args.quiet:
+        print(f"fastkl warmup: compiling {len(selected)} sets of kernels in {jobs} processes")
+
+    def report(label: str, seconds: float, done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"  {label}: {seconds:.1f} s ({done}/{total})", flush=True)
+
+    seconds = _warmup.warmup(selected, jobs=jobs, report=report)
+    if not args.quiet:
+        from . import _config
+
+        print(f"done in {seconds:.1f} s; the kernels are cached in {_config.cache_dir()}")
+    return 0
+
+
 def build_capi(args: argparse.Namespace) -> int:
     from . import capi
 
-    paths = capi.build(args.outdir, header_only=args.header_only, verbose=args.verbose)
-    for what in ("library", "header", "pkgconfig"):
+    paths = capi.build(
+        args.outdir,
+        header_only=args.header_only,
+        verbose=args.verbose,
+        log=lambda line: print(line, flush=True),
+    )
+    for what in ("library", "header", "pkgconfig", "cache"):
         if what in paths:
             print(f"{what}: {paths[what]}")
     if "library" in paths:
@@ -372,6 +419,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also build libfastkl in a temp dir and time it against the Python API",
     )
     p_bench.set_defaults(func=bench)
+
+    p_warm = sub.add_parser(
+        "warmup",
+        help="compile kernels ahead of their first call (for container images and CI)",
+        description=(
+            "Compile fastkl's kernels into its cache (see `fastkl info`) in parallel processes, "
+            "so that no later call compiles: all of them, or the FUNCTIONs named, for both "
+            "dtypes or --dtype."
+        ),
+    )
+    p_warm.add_argument(
+        "functions",
+        nargs="*",
+        metavar="FUNCTION",
+        help="kl_div, js_div, sym_kl, cross_entropy, entropy, generalized_kl, validate, "
+        "bernoulli_kl, gaussian_kl, pairwise_kl (default: all)",
+    )
+    p_warm.add_argument("--dtype", choices=("float32", "float64"), default=None, help="one dtype")
+    p_warm.add_argument("--jobs", type=_positive_int, default=None, help="processes (cores)")
+    p_warm.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p_warm.set_defaults(func=warmup)
 
     p_capi = sub.add_parser(
         "build-capi",

@@ -240,7 +240,9 @@ def keras_kl_divergence(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
     not covered.
 
     Differences from Keras: the clipping removes zeros and infinities, so the results agree;
-    Keras converts ``y_true`` to ``y_pred``'s dtype and Python lists to its floatx (float32),
+    integer and bool ``y_true`` (one-hot labels) are cast to ``y_pred``'s dtype, as Keras
+    casts; Keras also converts float ``y_true`` to ``y_pred``'s dtype and Python lists to its
+    floatx (float32),
     while here the result is float64 if either input is float64 (lists are float64), and
     the sum runs in float64. A NaN stays NaN in both.
 
@@ -253,8 +255,10 @@ def keras_kl_divergence(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
     >>> keras_kl_divergence(y_true, y_pred)  # exact: 0.25541281 and inf
     array([0.25541136, 7.36590064])
     """
-    t = _array(y_true, "y_true")
     y = _array(y_pred, "y_pred")
+    t = _array(y_true, "y_true", counts=True)
+    if t.dtype != y.dtype and np.asarray(y_true).dtype.kind in "biu":
+        t = t.astype(y.dtype)  # Keras casts y_true to y_pred's dtype: one-hot integer labels
     _check_rows((t, y), ("y_true", "y_pred"), -1)
     return api.kl_div(t, y, eps=KERAS_EPSILON)
 
@@ -399,9 +403,10 @@ def scipy_entropy(
     Notes
     -----
     Differences from scipy: ``base`` must be > 0 and != 1 (scipy divides by ``log(1) = 0``);
-    a negative entry gives NaN for its distribution (scipy: -inf or inf); ``nan_policy`` is
-    not offered (NaNs propagate, scipy's default). Zero entries, zero-mass distributions (NaN)
-    and ``p > 0`` with ``q = 0`` (inf) agree with scipy.
+    ``nan_policy`` is not offered (NaNs propagate, scipy's default). Zero entries, zero-mass
+    distributions (NaN), ``p > 0`` with ``q = 0`` (inf), negative entries (-inf for the
+    entropy, inf for the divergence, as scipy's ``entr`` and ``rel_entr`` give) and empty
+    distributions (0.0) agree with scipy.
 
     With keywords: ``fastkl.kl_div(pk, qk, normalize=True, axis=0, base=base)`` and
     ``fastkl.entropy(pk, normalize=True, axis=0, base=base)``.
@@ -418,14 +423,51 @@ def scipy_entropy(
     array([0.69314718, 0.56233514])
     """
     p = _array(pk, "pk", counts=True)
+    arrays = (p,) if qk is None else (p, _array(qk, "qk", counts=True))
+    names = ("pk", "qk")[: len(arrays)]
+    ndim = max(a.ndim for a in arrays)
+    ax = _driver.parse_axis(axis, max(ndim, 1))
+    aligned = [a[(np.newaxis,) * (ndim - a.ndim)] for a in arrays]
+    if ndim > 0 and any(a.shape[ax] == 0 for a in aligned):
+        # no entries: scipy sums nothing, 0.0 per distribution
+        shape = np.broadcast_shapes(*(np.delete(a.shape, ax) for a in aligned))
+        result = np.zeros(shape, np.result_type(*arrays))
+        return _keepdims(result[()], axis, ndim, keepdims)
+    _check_rows(arrays, names, axis)
     if qk is None:
-        _check_rows((p,), ("pk",), axis)
         result = api.entropy(p, axis=axis, base=base, normalize=True)
-        return _keepdims(result, axis, p.ndim, keepdims)
-    q = _array(qk, "qk", counts=True)
-    _check_rows((p, q), ("pk", "qk"), axis)
-    result = api.kl_div(p, q, axis=axis, base=base, normalize=True)
-    return _keepdims(result, axis, max(p.ndim, q.ndim), keepdims)
+    else:
+        result = api.kl_div(p, arrays[1], axis=axis, base=base, normalize=True)
+    if any(bool(np.any(a < 0)) for a in arrays):
+        result = _scipy_negative(arrays, axis, base, result)
+    return _keepdims(result, axis, ndim, keepdims)
+
+
+def _scipy_negative(
+    arrays: tuple[np.ndarray, ...], axis: int, base: float | None, result: Any
+) -> Any:
+    """scipy's value for the distributions with a negative entry (after normalizing), where
+    fastkl gives NaN: ``entr`` is -inf there (the entropy is -inf), ``rel_entr`` +inf (the
+    divergence is +inf); a NaN stays NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normed = [a / a.sum(axis=axis, keepdims=True) for a in arrays]
+        if len(normed) == 1:
+            x = normed[0]
+            terms = np.where(x > 0, -x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+            terms = np.where(x < 0, -np.inf, terms)
+        else:
+            x, y = np.broadcast_arrays(*normed)
+            ok = (x > 0) & (y > 0)
+            terms = np.where(ok, x * np.log(np.where(ok, x / np.where(ok, y, 1.0), 1.0)), 0.0)
+            terms = np.where(~ok & ~((x == 0) & (y >= 0)), np.inf, terms)
+        terms = np.where(np.isnan(x) | np.isnan(normed[-1]), np.nan, terms)
+        value = terms.sum(axis=axis)
+        if base is not None:
+            value = value / np.log(base)
+    parts = np.broadcast_arrays(*normed)
+    negative = np.any(np.logical_or.reduce([n < 0 for n in parts]), axis=axis)
+    fixed = np.where(negative & ~np.isnan(value), value, result)
+    return np.asarray(fixed, dtype=np.result_type(result))[()]
 
 
 def scipy_jensenshannon(

@@ -247,7 +247,10 @@ def _lazy(fn: Callable[..., Any]) -> Callable[..., da.Array]:
     )
 
     def rowwise(*args: Any, **kwargs: Any) -> da.Array:
-        bound = signature.bind(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:  # name the function, as Python does for a plain call
+            raise TypeError(f"{fn.__name__}() {exc}") from None
         bound.apply_defaults()
         options = dict(bound.arguments)
         return _rowwise(fn, [options.pop(name) for name in names], names, options)

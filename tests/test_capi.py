@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -250,11 +251,11 @@ def _clean_env() -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
 
 
-def _run(*cmd, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+def _run(*cmd, timeout: int = 300, env=None, cwd=None) -> subprocess.CompletedProcess:
     """A C program, with the clean environment."""
     cmd = [str(c) for c in cmd]
     env = env or _clean_env()
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def _compile(prefix, source, exe, extra=(), rpath=True):
@@ -429,3 +430,64 @@ def test_build_capi_unwritable_outdir(tmp_path):
     run = _build_capi("--header-only", "--outdir", str(target))
     assert run.returncode == 1
     assert run.stderr.startswith("fastkl build-capi: error:") and len(run.stderr.splitlines()) == 1
+
+
+def _listing(folder) -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+@needs_cc
+def test_the_library_is_ready_when_built(libfastkl, tmp_path):
+    """The build leaves the compiled code beside the library; a fresh process whose
+    environment points numba and fastkl elsewhere compiles nothing, writes nothing, says
+    nothing (issue 20: a first call recompiled for ten minutes)."""
+    cache = libfastkl / "lib" / "fastkl-cache"
+    ready = list(cache.rglob("capi.ready"))
+    assert len(ready) == 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    exe = _compile(libfastkl, os.path.join(ROOT, "examples", "c", "kl_example.c"), tmp_path / "e")
+    before = _listing(cache)
+    env = dict(
+        _clean_env(),
+        NUMBA_CACHE_DIR=str(elsewhere / "numba"),
+        FASTKL_CACHE_DIR=str(elsewhere / "fastkl"),
+    )
+    run = _run(exe, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert _listing(cache) == before
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "e",
+        "elsewhere",
+    ]
+
+
+def test_code_for_another_cpu_says_so_and_compiles(monkeypatch, tmp_path, capsys):
+    """A cache compiled on another kind of CPU: one line on stderr, then a compile (stubbed
+    here: the real one takes minutes)."""
+    from fastkl.capi import _cfuncs
+
+    marker = tmp_path / "capi.ready"
+    marker.write_text(json.dumps([["x86_64-unknown-linux-gnu", "other-cpu", "+sse2"]]))
+    monkeypatch.setattr(_cfuncs, "_ready_marker", lambda: str(marker))
+    monkeypatch.setattr(_cfuncs, "_loaded", None)
+
+    class Compiled(Exception):
+        pass
+
+    def compile_in_child(env=None, what="compile"):
+        raise Compiled
+
+    monkeypatch.setattr(_cfuncs, "compile_in_child", compile_in_child)
+    with pytest.raises(Compiled):
+        _cfuncs.load()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "compiled for another CPU" in err[0] and "once" in err[0]
+    # a cache marked for this machine loads without compiling
+    marker.write_text(json.dumps([_cfuncs._machine()]))
+    assert set(_cfuncs.load()) >= {f.name for f in capi.FUNCTIONS if f.is_divergence}

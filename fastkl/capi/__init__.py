@@ -21,6 +21,7 @@ array([0.22628916, 0.020411  ])
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._decl import FORM_CODES, FUNCTIONS, STATUS, header, strerror
@@ -50,8 +51,8 @@ def cfuncs() -> dict[str, Any]:
     ``.native_name``. They are what ``libfastkl`` calls: same checks, same statuses, the same
     kernels as the Python API.
 
-    The first call on a machine compiles them (in child processes, about a minute); later
-    calls, in any process, load them from numba's cache.
+    The first call on a machine compiles them (in child processes, a few minutes on 2 cores,
+    with a line on stderr); later calls, in any process, load them from fastkl's cache.
 
     Returns
     -------
@@ -68,9 +69,21 @@ def cfuncs() -> dict[str, Any]:
     return {name: fn for name, fn in _cfuncs.load().items() if name != _cfuncs.SET_THREADS}
 
 
-def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> dict[str, str]:
-    """Build ``libfastkl``: ``outdir/lib/libfastkl.so``, ``outdir/include/fastkl.h`` and
-    ``outdir/lib/pkgconfig/fastkl.pc`` (the command line's ``fastkl build-capi``).
+def build(
+    outdir: str,
+    *,
+    header_only: bool = False,
+    verbose: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Build ``libfastkl``: ``outdir/lib/libfastkl.so``, ``outdir/include/fastkl.h``,
+    ``outdir/lib/pkgconfig/fastkl.pc`` and ``outdir/lib/fastkl-cache`` (the compiled kernels
+    and entry points the library loads: a program's first call compiles nothing) (the command
+    line's ``fastkl build-capi``).
+
+    ``outdir`` can be copied to another machine of the same kind with the same Python
+    environment at the same path (a container image); on another CPU, the library's first call
+    says so on stderr and compiles once, into ``outdir/lib/fastkl-cache`` if it is writable.
 
     Parameters
     ----------
@@ -80,12 +93,14 @@ def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> d
         Write only ``outdir/include/fastkl.h`` (no compiler needed).
     verbose : bool
         Show the C compiler's commands.
+    log : callable, optional
+        Called with a line for each step (the command line prints them).
 
     Returns
     -------
     dict
-        ``"library"``, ``"header"``, ``"pkgconfig"`` -> the paths written.
+        ``"library"``, ``"header"``, ``"pkgconfig"``, ``"cache"`` -> the paths written.
     """
     from . import _build
 
-    return _build.build(outdir, header_only=header_only, verbose=verbose)
+    return _build.build(outdir, header_only=header_only, verbose=verbose, log=log)

@@ -21,14 +21,20 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+import time
+from collections.abc import Callable
 
-from .. import __version__
+from .. import __version__, _config
 from . import _cfuncs, _decl
 
 MODULE = "_fastkl_capi"
 
 # The C layer around the cfunc table. Names with a double underscore are static.
 _PRELUDE = """\
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr */
+#endif
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +50,15 @@ static __thread int fastkl__applied;  /* the count this thread last gave numba; 
 static pthread_mutex_t fastkl__lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t fastkl__start_lock = PTHREAD_MUTEX_INITIALIZER;
 static int (*fastkl__set_threads)(int);
+
+/* This library's own path: its compiled kernels lie beside it. */
+static const char *_fastkl_library_path(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&fastkl__ready, &info) && info.dli_fname != NULL)
+        return info.dli_fname;
+    return "";
+}
 """
 
 _RUNTIME = """\
@@ -58,6 +73,7 @@ static int fastkl__start_python(void)
         PyStatus st;
         PyConfig_InitPythonConfig(&config);
         config.install_signal_handlers = 0; /* the program's signals stay its own */
+        config.write_bytecode = 0;          /* nothing written outside the library's DIR */
         st = PyConfig_SetBytesString(&config, &config.executable, FASTKL__PYTHON);
         if (!PyStatus_Exception(st))
             st = PyConfig_SetBytesString(&config, &config.program_name, FASTKL__PYTHON);
@@ -140,6 +156,7 @@ CFFI_DLLEXPORT int fastkl_set_num_threads(int n)
 # What the library's Python side may call (besides the extern "Python" boot).
 _CDEF = """\
 extern "Python" int _fastkl_boot(void);
+static const char *_fastkl_library_path(void);
 static void _fastkl_set_entry(int index, uintptr_t address);
 static void _fastkl_set_runtime(int max_threads, int serialize);
 """
@@ -160,10 +177,19 @@ if importlib.util.find_spec("fastkl") is None:
 
 @ffi.def_extern(error=BUILD["err_init"])
 def _fastkl_boot():
+    import os
+
+    # The kernels and cfuncs compiled by the build lie beside the library, wherever it was
+    # copied: fastkl's cache is there, whatever the caller's environment says.
+    here = os.path.dirname(ffi.string(lib._fastkl_library_path()).decode())
+    os.environ["FASTKL_CACHE_DIR"] = os.path.join(here, BUILD["cache"])
     from fastkl.capi import _runtime
 
     return _runtime.boot(lib, BUILD["version"])
 """
+
+#: The directory beside ``libfastkl.so`` that holds its compiled code (fastkl's numba cache).
+CACHE = "fastkl-cache"
 
 
 def _typedef(function: _decl.Function) -> str:
@@ -225,6 +251,7 @@ def _settings() -> dict[str, object]:
         "package_parent": os.path.dirname(os.path.dirname(os.path.abspath(fastkl.__file__))),
         "version": __version__,
         "err_init": _decl.ERR_INIT,
+        "cache": CACHE,
     }
 
 
@@ -285,7 +312,35 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> dict[str, str]:
+def _seed(cache: str) -> int:
+    """Copy this environment's compiled kernels (and the C API's cfuncs, where this machine has
+    them) into ``cache``, so the build compiles only what was never compiled here. Data files
+    go before the indexes that name them. Returns the files copied."""
+    source = _config.cache_dir()
+    if source is None or not os.path.isdir(source):
+        return 0
+    copied = 0
+    for folder, _, files in os.walk(source):
+        rel = os.path.relpath(folder, source)
+        if rel != "." and not os.path.exists(os.path.join(folder, "capi.ready")):
+            continue  # a C API cache only once complete
+        target = os.path.join(cache, os.path.basename(source), rel)
+        os.makedirs(target, exist_ok=True)
+        for suffix in (".nbc", ".nbi", ".ready"):
+            for name in sorted(f for f in files if f.endswith(suffix)):
+                shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
+                copied += 1
+    return copied
+
+
+def build(
+    outdir: str,
+    *,
+    header_only: bool = False,
+    verbose: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    say = log if log is not None else (lambda line: None)
     prefix = os.path.abspath(outdir)
     paths = {"header": os.path.join(prefix, "include", "fastkl.h")}
     _write(paths["header"], _decl.header())
@@ -295,8 +350,19 @@ def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> d
     import cffi
 
     libdir = _libpython_dir()
-    # Compile (or load) the cfuncs now, so a program's first call only loads them.
-    _cfuncs.load()
+    # Compile the kernels and cfuncs into the cache beside the library, so that a program's
+    # first call only loads them, whatever its environment.
+    paths["cache"] = os.path.join(prefix, "lib", CACHE)
+    env = dict(os.environ, FASTKL_CACHE_DIR=paths["cache"])
+    began = time.perf_counter()
+    seeded = _seed(paths["cache"])
+    if seeded:
+        say(f"copied {seeded} compiled files from {_config.cache_dir()}")
+    say(f"compiling the kernels into {paths['cache']} (parallel processes)")
+    _cfuncs.compile_kernels(env, say)
+    say(f"  kernels ready in {time.perf_counter() - began:.1f} s; compiling the C entry points")
+    _cfuncs.compile_in_child(env, "cfuncs")
+    say(f"  entry points ready at {time.perf_counter() - began:.1f} s; compiling libfastkl.so")
     ffibuilder = cffi.FFI()
     ffibuilder.cdef(_CDEF)
     with tempfile.TemporaryDirectory(prefix="fastkl-capi-") as tmp:
@@ -327,4 +393,5 @@ def build(outdir: str, *, header_only: bool = False, verbose: bool = False) -> d
         os.replace(staged, paths["library"])  # a program running the old one keeps its copy
     paths["pkgconfig"] = os.path.join(prefix, "lib", "pkgconfig", "fastkl.pc")
     _write(paths["pkgconfig"], _pkgconfig(prefix))
+    say(f"  built in {time.perf_counter() - began:.1f} s")
     return paths

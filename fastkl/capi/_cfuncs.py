@@ -14,13 +14,16 @@ Compiling
 A cfunc links the code of the kernels it calls. Linking a kernel that this process compiled
 itself re-optimizes its whole IR, about as long as compiling it (14 s against 1.1 s for four
 kernels loaded from the cache, measured). So the cfuncs are compiled in a child process, after
-the kernels were compiled and cached in ``SHARDS`` processes of their own, and every other
-process loads the cfuncs from the cache (``load``).
+the kernels were compiled and cached in processes of their own (``fastkl._warmup``), and every
+other process loads the cfuncs from the cache (``load``). ``fastkl build-capi`` does it all into
+a cache beside the library; a marker there lists the machines (CPU and features, numba's cache
+key) it was compiled for, so a library copied to another kind of CPU says so and compiles once.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -301,29 +304,14 @@ def _set_threads_cfunc():
     return numba.cfunc(types.int32(types.int32), **JIT_OPTIONS)(_set_threads)
 
 
-# --- kernel warm-up, compile, load ------------------------------------------------------------
-
-SHARDS = 2  # processes that compile the kernels side by side (CI machines have 2 cores)
+# --- compile, load ------------------------------------------------------------------------------
 
 
-def kernel_targets() -> list[tuple[Any, tuple[Any, ...]]]:
-    """Every (kernel, argument types) the cfuncs link: the Python driver's own signatures
-    (read-only inputs, int64 forms), so the Python API and the C API share compiled kernels."""
-    targets = []
-    for dtype in (types.float32, types.float64):
-        arr = types.Array(dtype, 1, "C")
-        src = types.Array(dtype, 1, "C", readonly=True)
-        i64, f64 = types.int64, types.float64
-        rows = (src, i64, src, i64, i64, i64, i64, types.boolean, f64, f64)
-        for stem, name in DIVERGENCES.items():
-            for kernels in _pair_kernels(stem).values():
-                for role, kernel in kernels.items():
-                    if role == "FLAT":
-                        continue
-                    extra = (i64, arr) if name is not None else (arr,)  # the family's post
-                    targets.append((kernel, rows + extra))
-        targets += [(flat, (src, i64, src, i64, i64, f64, arr)) for flat in _cpu._FLAT_KERNELS]
-    return targets
+def _machine() -> list[str]:
+    """What numba's cache keys compiled code on: the target triple, the CPU and its features."""
+    from numba.core.registry import cpu_target
+
+    return [str(part) for part in cpu_target.target_context.codegen().magic_tuple()]
 
 
 def _ready_marker() -> str | None:
@@ -331,42 +319,74 @@ def _ready_marker() -> str | None:
     return None if cache is None else os.path.join(cache, "capi.ready")
 
 
-def compile_all() -> None:
-    """Compile and cache the kernels (in SHARDS child processes), then the cfuncs (here)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def _ready_machines(marker: str) -> list[list[str]]:
+    try:
+        with open(marker, encoding="utf-8") as f:
+            machines = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return machines if isinstance(machines, list) else []
+
+
+def compile_kernels(env: dict[str, str] | None = None, log: Any = None) -> None:
+    """Compile (or load) every kernel the cfuncs link, in parallel processes (``_warmup``);
+    ``log(line)`` hears of each unit."""
+    from .. import _warmup
+
+    selected = _warmup.units(_warmup.CAPI)
+
+    def report(label: str, seconds: float, done: int, total: int) -> None:
+        if log is not None:
+            log(f"  {label}: {seconds:.1f} s ({done}/{total})")
+
+    _warmup.warmup(selected, reductions=False, env=env, report=report)
+
+
+def _compile_share(share: int, shares: int) -> None:
+    _config.ensure_threads()
+    for i, (pyfunc, sig) in enumerate(_specs().values()):
+        if i % shares == share:
+            numba.cfunc(sig, **_CFUNC)(pyfunc)
+
+
+def compile_cfuncs(shares: int = 2) -> None:
+    """Compile the cfuncs (their kernels are cached by then), ``shares`` processes side by side
+    (this one and children), and mark the cache ready for this machine."""
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "fastkl.capi._cfuncs", "warm", str(i), str(SHARDS)],
-            env=env,
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", "fastkl.capi._cfuncs", "share", str(i), str(shares)],
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(SHARDS)
+        for i in range(1, shares)
     ]
-    errors = [child.communicate()[1] for child in children]
-    for child, err in zip(children, errors, strict=True):
+    _compile_share(0, shares)
+    for child in children:
+        err = child.communicate()[1]
         if child.returncode != 0:
-            raise RuntimeError(f"compiling fastkl's kernels failed:\n{err[-4000:]}")
-    _config.ensure_threads()
-    for pyfunc, sig in _specs().values():
-        numba.cfunc(sig, **_CFUNC)(pyfunc)
+            raise RuntimeError(f"compiling fastkl's C API failed:\n{err[-4000:]}")
     marker = _ready_marker()
     if marker is not None:
-        with open(marker, "w") as f:
-            f.write("the C API's cfuncs are in this cache\n")
+        machines = _ready_machines(marker)
+        if _machine() not in machines:
+            machines.append(_machine())
+        tmp = f"{marker}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(machines, f)
+        os.replace(tmp, marker)
 
 
-def warm(shard: int, shards: int) -> None:
-    """Compile (or load) this shard's kernels: each kernel's signatures stay in one process,
-    so no two processes write the same cache index."""
-    by_kernel: dict[int, list[Any]] = {}
-    for kernel, args in kernel_targets():
-        by_kernel.setdefault(id(kernel), [kernel]).append(args)
-    for i, (kernel, *signatures) in enumerate(by_kernel.values()):
-        if i % shards == shard:
-            for args in signatures:
-                kernel.compile(args)
+def compile_in_child(env: dict[str, str] | None = None, what: str = "compile") -> None:
+    """Run ``python -m fastkl.capi._cfuncs compile`` (kernels and cfuncs) or ``cfuncs``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fastkl.capi._cfuncs", what],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(env if env is not None else os.environ, PYTHONWARNINGS="ignore"),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling fastkl's C API failed:\n{result.stderr[-4000:]}")
 
 
 _lock = threading.Lock()
@@ -374,8 +394,8 @@ _loaded: dict[str, Any] | None = None
 
 
 def load() -> dict[str, Any]:
-    """Every cfunc by name, compiled once per machine (in a child process) and then loaded
-    from numba's cache."""
+    """Every cfunc by name, loaded from the cache; compiled first (in child processes, with a
+    line on stderr) where the cache holds none for this machine."""
     global _loaded
     with _lock:
         if _loaded is not None:
@@ -383,15 +403,20 @@ def load() -> dict[str, Any]:
         if numba.config.DISABLE_JIT:
             raise RuntimeError("fastkl's C API needs numba's JIT: unset NUMBA_DISABLE_JIT")
         marker = _ready_marker()
-        if marker is not None and not os.path.exists(marker):
-            result = subprocess.run(
-                [sys.executable, "-m", "fastkl.capi._cfuncs", "compile"],
-                capture_output=True,
-                text=True,
-                check=False,
+        if marker is not None and _machine() not in _ready_machines(marker):
+            where = os.path.dirname(os.path.dirname(marker))
+            why = (
+                "was compiled for another CPU"
+                if os.path.exists(marker)
+                else "is not compiled (run `fastkl build-capi`)"
             )
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling fastkl's C API failed:\n{result.stderr[-4000:]}")
+            print(
+                f"fastkl: the C API's code in {where} {why}: compiling it for this machine, "
+                "once (minutes)",
+                file=sys.stderr,
+                flush=True,
+            )
+            compile_in_child()
         # A cached cfunc that calls parallel code needs the thread pool's symbols first.
         _config.ensure_threads()
         _loaded = {
@@ -402,7 +427,10 @@ def load() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "warm":
-        warm(int(sys.argv[2]), int(sys.argv[3]))
-    elif sys.argv[1] == "compile":
-        compile_all()
+    if sys.argv[1] == "compile":  # the kernels, then the cfuncs
+        compile_kernels()
+        compile_cfuncs()
+    elif sys.argv[1] == "cfuncs":  # the cfuncs alone (the build compiled the kernels)
+        compile_cfuncs()
+    elif sys.argv[1] == "share":  # one share of the cfuncs, beside compile_cfuncs
+        _compile_share(int(sys.argv[2]), int(sys.argv[3]))
