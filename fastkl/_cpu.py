@@ -729,8 +729,8 @@ def _t_flat_block(x, ld, r0, r1):
 FLAT_BLOCK = _t_flat_block  # a template until _flat_kernel binds each k's compiled copy
 
 
-def _t_kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
-    """k == K <= FLAT_MAX_K probability rows: vectorized loops over a block's terms.
+def _t_flat_rows(p, ldp, q, ldq, divisor, out, r0):
+    """Rows r0 to r0 + FLAT_BLOCK_ROWS (fewer at the end) of k == K probabilities.
 
     Rows shorter than a vector leave a row-by-row loop scalar; the terms of a block of rows
     are one contiguous run, so compute them flat, then add each row's terms in order (one
@@ -739,36 +739,58 @@ def _t_kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
     same loops then see the same values, so a row's bits do not depend on its layout (a
     strided matrix and one of its rows alone give the same result).
     """
-    n = out.shape[0]
-    blocks = (n + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS
-    for b in prange(blocks):
-        r0 = b * FLAT_BLOCK_ROWS
-        r1 = min(r0 + FLAT_BLOCK_ROWS, n)
-        pb = FLAT_BLOCK(p, ldp, r0, r1)
-        qb = FLAT_BLOCK(q, ldq, r0, r1)
-        terms = np.empty(pb.shape[0], dtype=p.dtype)
-        for j in range(pb.shape[0]):
-            terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
-        sums = np.empty(r1 - r0, dtype=p.dtype)
-        FLAT_SUMS(terms, sums)
-        for i in range(r1 - r0):
-            kl = np.float64(sums[i])
-            if not abs(kl) < np.inf:  # NaN from ratio_guard, a zero in q, or a NaN
-                row = i * K
-                kl = _exact_row_pp(pb[row : row + K], qb[row : row + K], PROBS, PROBS, False, 0.0)
-            out[r0 + i] = kl / divisor
+    r1 = min(r0 + FLAT_BLOCK_ROWS, out.shape[0])
+    pb = FLAT_BLOCK(p, ldp, r0, r1)
+    qb = FLAT_BLOCK(q, ldq, r0, r1)
+    terms = np.empty(pb.shape[0], dtype=p.dtype)
+    for j in range(pb.shape[0]):
+        terms[j] = ratio_guard(kl_term_fast(pb[j], qb[j]), pb[j], qb[j])
+    sums = np.empty(r1 - r0, dtype=p.dtype)
+    FLAT_SUMS(terms, sums)
+    for i in range(r1 - r0):
+        kl = np.float64(sums[i])
+        if not abs(kl) < np.inf:  # NaN from ratio_guard, a zero in q, or a NaN
+            row = i * K
+            kl = _exact_row_pp(pb[row : row + K], qb[row : row + K], PROBS, PROBS, False, 0.0)
+        out[r0 + i] = kl / divisor
 
 
-def _flat_kernel(k: int):
+def _flat_rows(k: int):
     sums = njit(**_CALL)(specialize(_t_flat_sums, f"flat_sums_{k}", {"K": k}))
     block = njit(**_HELPER)(specialize(_t_flat_block, f"flat_block_{k}", {"K": k}))
     bindings = {"K": k, "FLAT_SUMS": sums, "FLAT_BLOCK": block}
-    kernel = specialize(_t_kl_rows_flat, f"kl_rows_flat_{k}_cpu", bindings)
-    return njit(**_KERNEL)(kernel)
+    return njit(**_CALL)(specialize(_t_flat_rows, f"flat_rows_{k}", bindings))
 
 
-#: The flat kernel for rows of k elements is _FLAT_KERNELS[k - 1] (compiled on first use).
-_FLAT_KERNELS = tuple(_flat_kernel(k) for k in range(1, FLAT_MAX_K + 1))
+assert FLAT_MAX_K == 8  # the branches of kl_rows_flat
+FLAT_1, FLAT_2, FLAT_3, FLAT_4, FLAT_5, FLAT_6, FLAT_7, FLAT_8 = (
+    _flat_rows(k) for k in range(1, FLAT_MAX_K + 1)
+)
+
+
+@njit(**_KERNEL)
+def kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
+    """k <= FLAT_MAX_K probability rows, a block of FLAT_BLOCK_ROWS per task: one parallel
+    kernel for every such k, calling the block function compiled for its k (a kernel per k
+    cost a parallel loop's compile each)."""
+    for b in prange((out.shape[0] + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS):
+        r0 = b * FLAT_BLOCK_ROWS
+        if k == 1:
+            FLAT_1(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 2:
+            FLAT_2(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 3:
+            FLAT_3(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 4:
+            FLAT_4(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 5:
+            FLAT_5(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 6:
+            FLAT_6(p, ldp, q, ldq, divisor, out, r0)
+        elif k == 7:
+            FLAT_7(p, ldp, q, ldq, divisor, out, r0)
+        else:
+            FLAT_8(p, ldp, q, ldq, divisor, out, r0)
 
 
 MODE_FLAT = 0
@@ -808,7 +830,7 @@ def kl_kernel(
     # the plain function (under NUMBA_DISABLE_JIT, njit returns it as is)
     mode = getattr(kl_mode, "py_func", kl_mode)(p_form, q_form, k, normalize, eps)
     if mode == MODE_FLAT:
-        return "flat", _FLAT_KERNELS[k - 1]
+        return "flat", kl_rows_flat
     family = KL_KERNELS[(p_form != PROBS, q_form != PROBS)]
     kernel = {MODE_SPLIT: "_t_kl_rows_split", MODE_PLAIN: "_t_kl_rows_plain"}.get(
         mode, "_t_kl_rows"

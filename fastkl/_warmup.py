@@ -4,9 +4,10 @@ when a call compiles.
 A kernel compiles on its first call on a machine (seconds each), then loads from the cache.
 :func:`warmup` compiles a chosen set ahead, in parallel processes: each process takes whole
 *units* (one function, one pair of sides, one dtype), whose kernels share helpers that a
-process compiles once. A unit compiles by calling the public function on tiny inputs that
-reach every kernel the unit's calls can reach (each row-length mode, plain and statistics
-rows, with and without a reduction), so it compiles exactly what real calls run.
+process compiles once, the next unit whenever it is free (heaviest first). A unit compiles by
+calling the public function on tiny inputs that reach every kernel the unit's calls can reach
+(each row-length mode, plain and statistics rows, with and without a reduction), so it compiles
+exactly what real calls run.
 
 :func:`notify_slow_compiles` makes a compile that is still running after a second say so, once
 per process, as a :class:`CompileWarning` (``warnings.filterwarnings("ignore",
@@ -136,7 +137,7 @@ def compile_unit(unit: Unit, *, reductions: bool = True) -> None:
     q_forms = ("log_probs", "logits") if unit.q_log else ("probs",)
     lengths = [16, LONG_K]
     if unit.function == "kl_div" and not (unit.p_log or unit.q_log):
-        lengths += list(range(1, _cpu.FLAT_MAX_K + 1))  # one kernel per short row length
+        lengths.append(_cpu.FLAT_MAX_K)  # the short rows' kernel (it holds every such k)
     options: list[dict[str, Any]] = [{}]
     if not (unit.p_log or unit.q_log):
         options.append({"normalize": True})  # probabilities with statistics: another mode
@@ -177,31 +178,47 @@ def warmup(
     if total == 0:
         return 0.0
     jobs = max(1, min(jobs or os.cpu_count() or 1, total))
-    shards = [selected[i::jobs] for i in range(jobs)]
     command = [sys.executable, "-m", "fastkl._warmup"] + (["--no-reductions"] * (not reductions))
     children = [
         subprocess.Popen(
-            command + [u.key() for u in shard],
+            command,
             env=dict(env if env is not None else os.environ, PYTHONWARNINGS="ignore"),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for shard in shards
+        for _ in range(jobs)
     ]
+    pending = list(reversed(selected))  # heaviest first; each process takes the next when free
     done = 0
     lock = threading.Lock()
     errors: list[str] = ["" for _ in children]
 
+    def feed(child: subprocess.Popen[str]) -> None:
+        assert child.stdin is not None
+        with lock:
+            unit = pending.pop() if pending else None
+        if unit is None:
+            child.stdin.close()
+        else:
+            child.stdin.write(unit.key() + "\n")
+            child.stdin.flush()
+
     def follow(i: int, child: subprocess.Popen[str]) -> None:
         nonlocal done
         assert child.stdout is not None and child.stderr is not None
-        for line in child.stdout:
-            key, _, seconds = line.strip().partition(" ")
-            with lock:
-                done += 1
-                if report is not None:
-                    report(Unit.from_key(key).label, float(seconds), done, total)
+        try:
+            feed(child)
+            for line in child.stdout:
+                key, _, seconds = line.strip().partition(" ")
+                with lock:
+                    done += 1
+                    if report is not None:
+                        report(Unit.from_key(key).label, float(seconds), done, total)
+                feed(child)
+        except (BrokenPipeError, OSError):
+            pass  # the process died: its stderr says why
         errors[i] = child.stderr.read()
 
     threads = [threading.Thread(target=follow, args=(i, c)) for i, c in enumerate(children)]
@@ -281,8 +298,11 @@ def notify_slow_compiles() -> None:
 
 
 def _main(argv: list[str]) -> int:
+    """Compile the units named on the command line, or else one per line of stdin, printing
+    ``key seconds`` as each is done."""
     reductions = "--no-reductions" not in argv
-    for key in (a for a in argv if not a.startswith("--")):
+    keys = [a for a in argv if not a.startswith("--")]
+    for key in keys or (line.strip() for line in sys.stdin):
         began = time.perf_counter()
         compile_unit(Unit.from_key(key), reductions=reductions)
         print(f"{key} {time.perf_counter() - began:.3f}", flush=True)

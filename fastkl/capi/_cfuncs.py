@@ -113,30 +113,12 @@ def _check(n, k, ldp, ldq, p_form, q_form, itemsize):
 
 # --- which kernel: the Python driver's choice, made in nopython code ----------------------------
 
-K = 1
 FLAT = None
-NEXT = None
-
-
-def _t_flat_from(p, ldp, q, ldq, k, out):
-    """The flat kernel compiled for this k (each flat kernel is specialized on its k)."""
-    if k == K:
-        FLAT(p, ldp, q, ldq, k, 1.0, out)
-    else:
-        NEXT(p, ldp, q, ldq, k, out)
 
 
 @njit(**_HELPER)
-def _flat_none(p, ldp, q, ldq, k, out):
-    pass  # k > FLAT_MAX_K never reaches the flat mode
-
-
-def _flat_chain():
-    chain = _flat_none
-    for k in range(_cpu.FLAT_MAX_K, 0, -1):
-        bindings = {"K": k, "FLAT": _cpu._FLAT_KERNELS[k - 1], "NEXT": chain}
-        chain = njit(**_HELPER)(specialize(_t_flat_from, f"flat_from_{k}_capi", bindings))
-    return chain
+def _flat_none(p, ldp, q, ldq, k, divisor, out):
+    pass  # only probabilities on both sides reach the flat mode
 
 
 SPLIT = PLAIN = ROWS = None
@@ -149,7 +131,7 @@ def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
     normalize = np.bool_(False)
     mode = _cpu.kl_mode(p_form, q_form, k, normalize, 0.0)
     if mode == _cpu.MODE_FLAT:
-        FLAT(p, ldp, q, ldq, k, out)
+        FLAT(p, ldp, q, ldq, k, 1.0, out)
     elif mode == _cpu.MODE_SPLIT:
         SPLIT(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
     elif mode == _cpu.MODE_PLAIN:
@@ -201,10 +183,9 @@ def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
     """(log_p, log_q) -> the kernels that score that pair, by their role in the runners."""
     name = DIVERGENCES[stem]
     if name is None:
-        flat = _flat_chain()
         return {
             pair: {
-                "FLAT": flat if pair == (False, False) else _flat_none,
+                "FLAT": _cpu.kl_rows_flat if pair == (False, False) else _flat_none,
                 "SPLIT": _cpu.KL_KERNELS[pair]["_t_kl_rows_split"],
                 "PLAIN": _cpu.KL_KERNELS[pair]["_t_kl_rows_plain"],
                 "ROWS": _cpu.KL_KERNELS[pair]["_t_kl_rows"],
