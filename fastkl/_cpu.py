@@ -762,10 +762,31 @@ def _flat_rows(k: int):
     return njit(**_CALL)(specialize(_t_flat_rows, f"flat_rows_{k}", bindings))
 
 
-assert FLAT_MAX_K == 8  # the branches of kl_rows_flat
-FLAT_1, FLAT_2, FLAT_3, FLAT_4, FLAT_5, FLAT_6, FLAT_7, FLAT_8 = (
-    _flat_rows(k) for k in range(1, FLAT_MAX_K + 1)
-)
+FLAT_ROWS = FLAT_NEXT = _t_flat_rows  # placeholders, bound per link of _flat_chain
+
+
+def _t_flat_pick(p, ldp, q, ldq, k, divisor, out, r0):
+    """The block function of rows of k == K, else the next link of the chain."""
+    if k == K:
+        FLAT_ROWS(p, ldp, q, ldq, divisor, out, r0)
+    else:
+        FLAT_NEXT(p, ldp, q, ldq, k, divisor, out, r0)
+
+
+@njit(**_HELPER)
+def _flat_end(p, ldp, q, ldq, k, divisor, out, r0):
+    pass  # k > FLAT_MAX_K never reaches the flat mode
+
+
+def _flat_chain():
+    chain = _flat_end
+    for k in range(FLAT_MAX_K, 0, -1):
+        bindings = {"K": k, "FLAT_ROWS": _flat_rows(k), "FLAT_NEXT": chain}
+        chain = njit(**_HELPER)(specialize(_t_flat_pick, f"flat_pick_{k}", bindings))
+    return chain
+
+
+FLAT_PICK = _flat_chain()
 
 
 @njit(**_KERNEL)
@@ -774,23 +795,7 @@ def kl_rows_flat(p, ldp, q, ldq, k, divisor, out):
     kernel for every such k, calling the block function compiled for its k (a kernel per k
     cost a parallel loop's compile each)."""
     for b in prange((out.shape[0] + FLAT_BLOCK_ROWS - 1) // FLAT_BLOCK_ROWS):
-        r0 = b * FLAT_BLOCK_ROWS
-        if k == 1:
-            FLAT_1(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 2:
-            FLAT_2(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 3:
-            FLAT_3(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 4:
-            FLAT_4(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 5:
-            FLAT_5(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 6:
-            FLAT_6(p, ldp, q, ldq, divisor, out, r0)
-        elif k == 7:
-            FLAT_7(p, ldp, q, ldq, divisor, out, r0)
-        else:
-            FLAT_8(p, ldp, q, ldq, divisor, out, r0)
+        FLAT_PICK(p, ldp, q, ldq, k, divisor, out, b * FLAT_BLOCK_ROWS)
 
 
 MODE_FLAT = 0

@@ -21,7 +21,6 @@ array([0.22628916, 0.020411  ])
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ._decl import FORM_CODES, FUNCTIONS, STATUS, header, strerror
@@ -69,38 +68,9 @@ def cfuncs() -> dict[str, Any]:
     return {name: fn for name, fn in _cfuncs.load().items() if name != _cfuncs.SET_THREADS}
 
 
-def build(
-    outdir: str,
-    *,
-    header_only: bool = False,
-    verbose: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, str]:
-    """Build ``libfastkl``: ``outdir/lib/libfastkl.so``, ``outdir/include/fastkl.h``,
-    ``outdir/lib/pkgconfig/fastkl.pc`` and ``outdir/lib/fastkl-cache`` (the compiled kernels
-    and entry points the library loads: a program's first call compiles nothing) (the command
-    line's ``fastkl build-capi``).
+def __getattr__(name: str) -> Any:
+    if name == "build":  # the builder imports numba and cffi: only when asked for
+        from ._build import build
 
-    ``outdir`` can be copied to another machine of the same kind with the same Python
-    environment at the same path (a container image); on another CPU, the library's first call
-    says so on stderr and compiles once, into ``outdir/lib/fastkl-cache`` if it is writable.
-
-    Parameters
-    ----------
-    outdir : str
-        The install prefix; created if needed.
-    header_only : bool
-        Write only ``outdir/include/fastkl.h`` (no compiler needed).
-    verbose : bool
-        Show the C compiler's commands.
-    log : callable, optional
-        Called with a line for each step (the command line prints them).
-
-    Returns
-    -------
-    dict
-        ``"library"``, ``"header"``, ``"pkgconfig"``, ``"cache"`` -> the paths written.
-    """
-    from . import _build
-
-    return _build.build(outdir, header_only=header_only, verbose=verbose, log=log)
+        return build
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -340,6 +340,31 @@ def build(
     verbose: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
+    """Build ``libfastkl``: ``outdir/lib/libfastkl.so``, ``outdir/include/fastkl.h``,
+    ``outdir/lib/pkgconfig/fastkl.pc`` and ``outdir/lib/fastkl-cache``, the compiled kernels
+    and entry points the library loads, so that a program's first call compiles nothing (the
+    command line's ``fastkl build-capi``).
+
+    ``outdir`` can be copied to another machine of the same kind with the same Python
+    environment at the same path (a container image); on another CPU, the library's first call
+    says so on stderr and compiles once, into ``outdir/lib/fastkl-cache``.
+
+    Parameters
+    ----------
+    outdir : str
+        The install prefix; created if needed.
+    header_only : bool
+        Write only ``outdir/include/fastkl.h`` (no compiler needed).
+    verbose : bool
+        Show the C compiler's commands.
+    log : callable, optional
+        Called with a line for each step (the command line prints them).
+
+    Returns
+    -------
+    dict
+        ``"library"``, ``"header"``, ``"pkgconfig"``, ``"cache"`` -> the paths written.
+    """
     say = log if log is not None else (lambda line: None)
     prefix = os.path.abspath(outdir)
     paths = {"header": os.path.join(prefix, "include", "fastkl.h")}
