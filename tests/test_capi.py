@@ -467,6 +467,23 @@ def test_the_library_is_ready_when_built(libfastkl, tmp_path):
     ]
 
 
+@needs_cc
+def test_the_first_call_leaves_the_environment_as_it_was(libfastkl):
+    """The library points fastkl's cache at its own for its boot only: a program (here a
+    Python one, which shares its environment with the embedded interpreter) sees no change."""
+    code = (
+        "import ctypes, os, sys; lib = ctypes.CDLL(sys.argv[1]); "
+        "assert lib.fastkl_init() == 0; print(os.environ.get('FASTKL_CACHE_DIR'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FASTKL_CACHE_DIR"}
+    lib = libfastkl / "lib" / "libfastkl.so"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(lib)], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "None"
+
+
 def test_code_for_another_cpu_says_so_and_compiles(monkeypatch, tmp_path, capsys):
     """A cache compiled on another kind of CPU: one line on stderr, then a compile (stubbed
     here: the real one takes minutes)."""

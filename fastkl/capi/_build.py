@@ -181,11 +181,21 @@ def _fastkl_boot():
 
     # The kernels and cfuncs compiled by the build lie beside the library, wherever it was
     # copied: fastkl's cache is there, whatever the caller's environment says.
+    # Set for the boot only (a compile it starts runs in child processes that need it too),
+    # then the program's environment is as it was. A process that imported fastkl before
+    # (Python loading the library) keeps the cache it has.
     here = os.path.dirname(ffi.string(lib._fastkl_library_path()).decode())
+    previous = os.environ.get("FASTKL_CACHE_DIR")
     os.environ["FASTKL_CACHE_DIR"] = os.path.join(here, BUILD["cache"])
-    from fastkl.capi import _runtime
+    try:
+        from fastkl.capi import _runtime
 
-    return _runtime.boot(lib, BUILD["version"])
+        return _runtime.boot(lib, BUILD["version"])
+    finally:
+        if previous is None:
+            del os.environ["FASTKL_CACHE_DIR"]
+        else:
+            os.environ["FASTKL_CACHE_DIR"] = previous
 """
 
 #: The directory beside ``libfastkl.so`` that holds its compiled code (fastkl's numba cache).
