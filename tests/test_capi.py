@@ -508,3 +508,22 @@ def test_code_for_another_cpu_says_so_and_compiles(monkeypatch, tmp_path, capsys
     # a cache marked for this machine loads without compiling
     marker.write_text(json.dumps([_cfuncs._machine()]))
     assert set(_cfuncs.load()) >= {f.name for f in capi.FUNCTIONS if f.is_divergence}
+
+
+def test_the_build_shares_its_kernels_without_breaking_an_index(tmp_path):
+    """What the build compiled goes into the environment's cache, a kernel's index and data
+    files together, and never beside files of the same kernel already there."""
+    from fastkl.capi import _build
+
+    source, target = tmp_path / "built", tmp_path / "mine"
+    (source / "capi-x").mkdir(parents=True)
+    target.mkdir()
+    for name in ["a.py311.1.nbc", "a.py311.nbi", "b.py311.1.nbc", "b.py311.nbi", "capi-x/c.nbi"]:
+        (source / name).write_text("built")
+    (target / "a.py311.2.nbc").write_text("mine")  # kernel a compiled here: its files stay
+    assert _build._copy_cache(str(source), str(target), replace=False, capi=False) == 2
+    assert sorted(p.name for p in target.iterdir()) == [
+        "a.py311.2.nbc",
+        "b.py311.1.nbc",
+        "b.py311.nbi",
+    ]

@@ -322,25 +322,55 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _seed(cache: str) -> int:
-    """Copy this environment's compiled kernels (and the C API's cfuncs, where this machine has
-    them) into ``cache``, so the build compiles only what was never compiled here. Data files
-    go before the indexes that name them. Returns the files copied."""
-    source = _config.cache_dir()
-    if source is None or not os.path.isdir(source):
-        return 0
+def _copy_cache(source: str, target: str, *, replace: bool, capi: bool) -> int:
+    """Copy numba's cache files from ``source`` to ``target`` (the same fingerprint folder),
+    data files before the indexes that name them; with ``capi``, a C API folder too once it is
+    complete; with ``replace=False``, only files ``target`` lacks. Returns the files copied."""
     copied = 0
     for folder, _, files in os.walk(source):
         rel = os.path.relpath(folder, source)
-        if rel != "." and not os.path.exists(os.path.join(folder, "capi.ready")):
-            continue  # a C API cache only once complete
-        target = os.path.join(cache, os.path.basename(source), rel)
-        os.makedirs(target, exist_ok=True)
+        if rel != "." and not (capi and os.path.exists(os.path.join(folder, "capi.ready"))):
+            continue
+        into = os.path.join(target, rel)
+        os.makedirs(into, exist_ok=True)
+        # a kernel's index ("stem.nbi") names its data files ("stem.N.nbc"): they go together
+        present = {_stem(f) for f in os.listdir(into)} if not replace else set()
         for suffix in (".nbc", ".nbi", ".ready"):
             for name in sorted(f for f in files if f.endswith(suffix)):
-                shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
-                copied += 1
+                if _stem(name) not in present:
+                    shutil.copy2(os.path.join(folder, name), os.path.join(into, name))
+                    copied += 1
     return copied
+
+
+def _stem(name: str) -> str:
+    """A cache file's kernel: ``stem`` of ``stem.nbi`` and ``stem.N.nbc``."""
+    if name.endswith(".nbc"):
+        return name[: -len(".nbc")].rsplit(".", 1)[0]
+    return name.rsplit(".", 1)[0]
+
+
+def _seed(cache: str) -> int:
+    """Copy this environment's compiled kernels (and the C API's cfuncs, where this machine has
+    them) into ``cache``, so the build compiles only what was never compiled here."""
+    source = _config.cache_dir()
+    if source is None or not os.path.isdir(source):
+        return 0
+    return _copy_cache(
+        source, os.path.join(cache, os.path.basename(source)), replace=True, capi=True
+    )
+
+
+def _share(cache: str) -> int:
+    """The kernels the build compiled, into this environment's cache where it has none of them
+    (its own indexes stay): Python calls then load what the build compiled."""
+    target = _config.cache_dir()
+    if target is None:
+        return 0
+    source = os.path.join(cache, os.path.basename(target))
+    if not os.path.isdir(source):
+        return 0
+    return _copy_cache(source, target, replace=False, capi=False)
 
 
 def build(
@@ -396,6 +426,7 @@ def build(
     say(f"compiling the kernels into {paths['cache']} (parallel processes)")
     _cfuncs.compile_kernels(env, say)
     say(f"  kernels ready in {time.perf_counter() - began:.1f} s; compiling the C entry points")
+    _share(paths["cache"])
     _cfuncs.compile_in_child(env, "cfuncs")
     say(f"  entry points ready at {time.perf_counter() - began:.1f} s; compiling libfastkl.so")
     ffibuilder = cffi.FFI()
