@@ -423,8 +423,8 @@ def _device_call(
     axis: Any,
 ) -> Any:
     operands = [_DeviceOperand(x, name) for x, name in zip(arrays, names, strict=True)]
-    _check_devices([*operands, *([] if out is None or not _driver.is_cuda_array(out) else
-                                 [_DeviceOperand(out, "out")])])  # fmt: skip
+    target = _DeviceOperand(out, "out") if _driver.is_cuda_array(out) else None
+    _check_devices(operands if target is None else [*operands, target])
     prep = _driver.prepare([op.stand_in for op in operands], names, axis)
     full = (*prep.batch, prep.k)
     n = math.prod(prep.batch)
@@ -472,7 +472,7 @@ def _device_call(
         _launch(div, normalize, p, ps, q, qs, flat)
         out[...] = flat.copy_to_host().reshape(prep.batch)
         return out
-    target = _DeviceOperand(out, "out")
+    assert target is not None  # out is a CUDA array here
     stand_in = target.stand_in
     # shape, dtype and read-only as for a numpy out (the stand-in has out's layout and flags);
     # overlap by the device addresses, which the stand-ins do not share

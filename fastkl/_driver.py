@@ -71,25 +71,29 @@ def as_array(x: Any, name: str) -> np.ndarray:
     a = _from_dlpack(x, name)
     if a is not None:
         return a
+    nullable = _nullable_float_dtype(x)
+    if nullable is not None:
+        return np.asarray(x.to_numpy(dtype=nullable, na_value=np.nan))
     try:
-        a = np.asarray(x)
+        return np.asarray(x)
     except Exception as exc:  # ragged nested lists, objects whose __array__ fails
         raise ValueError(f"{name}: could not convert to an array: {exc}") from None
-    if a.dtype == object and hasattr(x, "to_numpy"):
-        return _nullable_floats(x, a)
-    return a
 
 
-def _nullable_floats(x: Any, a: np.ndarray) -> np.ndarray:
-    """pandas' nullable float columns (``Float32``, ``Float64``, missing values ``pd.NA``),
-    which numpy sees as objects, as floats with NaN for the missing values: pandas' own
-    ``x.to_numpy(float, na_value=np.nan)``. Anything else stays ``a``."""
+def _nullable_float_dtype(x: Any) -> np.dtype | None:
+    """The float dtype of pandas' nullable float columns (``Float32``, ``Float64``, missing
+    values ``pd.NA``), which numpy would read as objects; None for anything else. They are read
+    as pandas' own ``x.to_numpy(float, na_value=np.nan)`` does, without an object copy."""
+    if not hasattr(x, "to_numpy"):
+        return None
     dtypes = getattr(x, "dtypes", None)
     dtypes = list(dtypes) if hasattr(dtypes, "__iter__") else [dtypes]  # a frame's columns
     numpy_dtypes = [getattr(d, "numpy_dtype", None) for d in dtypes]
-    if not numpy_dtypes or not all(d is not None and d.kind == "f" for d in numpy_dtypes):
-        return a
-    return np.asarray(x.to_numpy(dtype=np.result_type(*numpy_dtypes), na_value=np.nan))
+    if not numpy_dtypes or not all(
+        isinstance(d, np.dtype) and d.kind == "f" for d in numpy_dtypes
+    ):
+        return None
+    return np.result_type(*numpy_dtypes)
 
 
 def is_float_dtype(dtype: np.dtype) -> bool:

@@ -45,18 +45,21 @@ MXNET_LABEL_EPS = 1e-12
 # --- arguments under the peer's names -------------------------------------------------------
 
 
-def _array(x: Any, name: str, *, counts: bool = False, allow_0d: bool = False) -> np.ndarray:
+def _array(
+    x: Any, name: str, *, ints_as: np.dtype | type | None = None, allow_0d: bool = False
+) -> np.ndarray:
     """``x`` as a float array, errors naming ``name``.
 
-    ``counts``: integer and bool arrays become float64 (scipy divides them by their sum).
+    ``ints_as``: integer and bool arrays become this float dtype (scipy's counts: float64;
+    Keras's one-hot labels: the predictions' dtype); None: they are a TypeError.
     ``allow_0d``: a 0-d array passes (torch's elementwise loss accepts scalars).
     """
     try:
         a = np.asarray(x)
     except Exception:
         return _driver.as_float_array(x, name)  # raises the driver's error under ``name``
-    if counts and a.dtype.kind in "biu":
-        a = a.astype(np.float64)
+    if ints_as is not None and a.dtype.kind in "biu":
+        a = a.astype(ints_as)
     if allow_0d and a.ndim == 0:
         _driver.as_float_array(a.reshape(1), name)  # the dtype check alone
         return a
@@ -256,9 +259,7 @@ def keras_kl_divergence(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
     array([0.25541136, 7.36590064])
     """
     y = _array(y_pred, "y_pred")
-    t = _array(y_true, "y_true", counts=True)
-    if t.dtype != y.dtype and np.asarray(y_true).dtype.kind in "biu":
-        t = t.astype(y.dtype)  # Keras casts y_true to y_pred's dtype: one-hot integer labels
+    t = _array(y_true, "y_true", ints_as=y.dtype)  # Keras casts labels to y_pred's dtype
     _check_rows((t, y), ("y_true", "y_pred"), -1)
     return api.kl_div(t, y, eps=KERAS_EPSILON)
 
@@ -422,8 +423,8 @@ def scipy_entropy(
     >>> scipy_entropy(np.array([[1.0, 1.0], [3.0, 1.0]]), axis=1)
     array([0.69314718, 0.56233514])
     """
-    p = _array(pk, "pk", counts=True)
-    arrays = (p,) if qk is None else (p, _array(qk, "qk", counts=True))
+    p = _array(pk, "pk", ints_as=np.float64)
+    arrays = (p,) if qk is None else (p, _array(qk, "qk", ints_as=np.float64))
     names = ("pk", "qk")[: len(arrays)]
     ndim = max(a.ndim for a in arrays)
     ax = _driver.parse_axis(axis, max(ndim, 1))
@@ -523,8 +524,8 @@ def scipy_jensenshannon(
     >>> round(float(scipy_jensenshannon([1.0, 0.0, 0.0], [0.5, 0.5, 0.0])), 12)
     0.464501404022
     """
-    pa = _array(p, "p", counts=True)
-    qa = _array(q, "q", counts=True)
+    pa = _array(p, "p", ints_as=np.float64)
+    qa = _array(q, "q", ints_as=np.float64)
     _check_rows((pa, qa), ("p", "q"), axis)
     result = api.js_distance(pa, qa, axis=axis, base=base, normalize=True)
     return _keepdims(result, axis, max(pa.ndim, qa.ndim), keepdims)

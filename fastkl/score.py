@@ -231,7 +231,6 @@ def score_files(
     if reduction == "none" and out is None:
         raise ValueError("out: an output path is required with reduction 'none'")
 
-    began = time.perf_counter()
     sources: list[RowSource] = []
     sink: RowSink | None = None
     try:
