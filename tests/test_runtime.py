@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -20,14 +21,86 @@ from fastkl import _config
 ROOT = Path(fastkl.__file__).resolve().parent
 
 
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def test_threading_layer_is_safe_for_concurrent_callers():
-    # workqueue aborts the whole process on concurrent calls; fastkl serializes calls if it
-    # ever ends up there, but on supported platforms it must get a thread-safe layer.
+    # numba's fallback layer, workqueue, aborts the process when two threads call a kernel at
+    # once. The tbb dependency (linux x86_64) is there so that it never comes to that: where
+    # TBB is installed, the kernels must run on a thread-safe layer, without the lock.
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        pytest.skip("NUMBA_THREADING_LAYER chooses the layer")
+    if not _installed("tbb"):
+        pytest.skip("TBB is not installed (fastkl depends on it on linux x86_64 only)")
     layer = _config.threading_layer()
-    assert layer in ("tbb", "omp") or _config._kernel_lock is not None
+    if sys.platform.startswith("linux"):
+        # fastkl preloads pip's TBB from the environment's lib/, where numba does not look:
+        # OpenMP here would mean the preload failed
+        assert layer == "tbb", f"TBB is installed, yet the kernels run on {layer}"
+    else:
+        assert layer in ("tbb", "omp")
+    assert _config._kernel_lock is None
+
+
+def test_workqueue_layer_serializes_concurrent_callers():
+    # Where no thread-safe layer loads, workqueue runs the kernels: every call takes the lock
+    # (a call waits while it is held), and concurrent callers get the serial bits instead of
+    # workqueue's abort.
+    code = """
+        import threading
+        import numpy as np
+        import fastkl
+        from fastkl import _config
+
+        rng = np.random.default_rng(7)
+        p, q = rng.random((2, 20_000, 32))
+        p /= p.sum(axis=1, keepdims=True)
+        expected = fastkl.kl_div(p, q, normalize=True)
+        assert _config.threading_layer() == "workqueue", _config.threading_layer()
+        assert _config._kernel_lock is not None
+
+        done = threading.Event()
+        def one_call():
+            fastkl.kl_div(p, q, normalize=True)
+            done.set()
+        waiting = threading.Thread(target=one_call)
+        with _config._kernel_lock:
+            waiting.start()
+            assert not done.wait(2.0), "a kernel call ran without taking the lock"
+        waiting.join()
+        assert done.is_set()
+
+        results, errors = [], []
+        barrier = threading.Barrier(4)
+        def work():
+            try:
+                barrier.wait()
+                results.extend(fastkl.kl_div(p, q, normalize=True) for _ in range(10))
+            except BaseException as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(results) == 40
+        assert all(np.array_equal(r, expected) for r in results)
+        print("serialized")
+    """
+    run = _run_python(code, env=dict(os.environ, NUMBA_THREADING_LAYER="workqueue"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "serialized"
 
 
 def test_four_threads_at_once(rng):
+    # Concurrent callers from several Python threads get the bits of serial calls, on the
+    # layer fastkl chose (TBB where installed; the workqueue case is above).
     p = random_probs(rng, (20_000, 32))
     q = random_probs(rng, (20_000, 32))
     p32, q32 = p.astype(np.float32), q.astype(np.float32)
