@@ -1,9 +1,12 @@
 """The peer drop-ins of fastkl.compat against the peers' own numbers.
 
 Three kinds of evidence: the values the peer libraries returned (tests/data/peers.json), scipy
-and (when installed) torch called directly on random inputs, and the slow references of
-tests/reference.py for the edge semantics where a drop-in deliberately differs from its peer
-(a true 0 where the peer computes 0 * -inf = NaN).
+and torch called directly on random inputs, and the slow references of tests/reference.py for
+the edge semantics where a drop-in deliberately differs from its peer (a true 0 where the peer
+computes 0 * -inf = NaN).
+
+torch is not in the test extra (a CPU wheel is several hundred MB): the tests that call it skip,
+each on its own, where it is not installed, and run wherever it is (``pip install torch``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.spatial.distance
+import scipy.special
 import scipy.stats
 from reference import assert_close, kl_ref, random_probs
 
@@ -231,6 +235,138 @@ def test_torch_kl_div_against_torch_where_torch_gives_nan(rng):
     assert (ours[:, 0] == 0).all()
     assert np.isnan(ours[1, 3]) and np.isnan(theirs[1, 3])
     assert_close(ours[:, 1:], theirs[:, 1:], **F64)
+
+
+def _torch_kl_div(torch, inp, target, reduction, log_target=False):
+    with warnings.catch_warnings():  # torch's warning that its "mean" is not the KL
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.nn.functional.kl_div(
+            torch.from_numpy(inp),
+            torch.from_numpy(target),
+            reduction=reduction,
+            log_target=log_target,
+        ).numpy()
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_torch_kl_div_native_calls_against_torch(rng, log_target):
+    # the README's native column for F.kl_div: the same numbers through fastkl.kl_div
+    torch = pytest.importorskip("torch")
+    n, k = 9, 7
+    p = random_probs(rng, (n, k))
+    if not log_target:  # zeros in a log target are torch's NaN, checked above
+        p[rng.random((n, k)) < 0.25] = 0.0
+    lq = np.log(random_probs(rng, (n, k)))
+    target = np.log(p) if log_target else p
+    p_form = "log_probs" if log_target else "probs"
+
+    def native(reduction):
+        return fastkl.kl_div(target, lq, p_form=p_form, q_form="log_probs", reduction=reduction)
+
+    def theirs(reduction):
+        return _torch_kl_div(torch, lq, target, reduction, log_target)
+
+    assert not np.isnan(theirs("none")).any()
+    assert_close(native("mean"), theirs("batchmean"), **F64)
+    assert_close(native("sum"), theirs("sum"), **F64)
+    assert_close(native("sum") / p.size, theirs("mean"), **F64)
+    assert_close(native("none"), theirs("none").sum(axis=-1), **F64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_torch_kl_div_of_log_softmax_against_torch(rng, dtype):
+    torch = pytest.importorskip("torch")
+    p = random_probs(rng, (8, 6)).astype(dtype)
+    p[0, :3] = 0.0
+    zq = (rng.normal(size=(8, 6)) * 3).astype(dtype)
+    with torch.no_grad():
+        lq = torch.nn.functional.log_softmax(torch.from_numpy(zq), dim=-1)
+        want = torch.nn.functional.kl_div(lq, torch.from_numpy(p), reduction="batchmean").numpy()
+    tol = F64 if dtype == np.float64 else {"rtol": 1e-5}
+    got = compat.torch_kl_div(scipy.special.log_softmax(zq, axis=-1), p, "batchmean")
+    assert_close(got, want, **tol)
+    got = fastkl.kl_div(p, zq, q_form="logits", reduction="mean")
+    assert got.dtype == dtype
+    assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("form", ["probs", "logits"])
+def test_torch_categorical_against_torch(rng, form, dtype):
+    # torch.distributions: kl_divergence(Categorical, Categorical) and Categorical.entropy()
+    torch = pytest.importorskip("torch")
+    categorical = torch.distributions.Categorical
+    n, k = 10, 7
+    if form == "probs":  # unnormalized weights with zeros: Categorical normalizes them
+        p, q = _unnormalized(rng, (n, k)) + 1e-3, _unnormalized(rng, (n, k)) + 1e-3
+        p[1:4, :2] = 0.0
+        q[1:3, :2] = 0.0  # q = 0 where p = 0: a finite divergence
+        q[0, 3] = 0.0  # q = 0 < p: +inf
+        p, q = p.astype(dtype), q.astype(dtype)
+        dp, dq = categorical(probs=torch.from_numpy(p)), categorical(probs=torch.from_numpy(q))
+        kl = fastkl.kl_div(p, q, normalize=True)
+        h = fastkl.entropy(p, normalize=True)
+    else:
+        zp, zq = (rng.normal(size=(n, k)) * 2).astype(dtype), rng.normal(size=(n, k)).astype(dtype)
+        zp[1:4, :2] = -np.inf  # classes of probability 0
+        zq[1:3, :2] = -np.inf
+        zq[0, 3] = -np.inf
+        dp, dq = categorical(logits=torch.from_numpy(zp)), categorical(logits=torch.from_numpy(zq))
+        kl = fastkl.kl_div(zp, zq, p_form="logits", q_form="logits")
+        h = fastkl.entropy(zp, p_form="logits")
+    want = torch.distributions.kl_divergence(dp, dq).numpy()
+    assert np.isinf(want[0]) and np.isfinite(want[1:]).all()
+    tol = F64 if dtype == np.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    assert kl.dtype == dtype and h.dtype == dtype
+    assert_close(kl, want, **tol)
+    assert_close(h, dp.entropy().numpy(), **tol)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_torch_cross_entropy_against_torch(rng, reduction):
+    # soft targets: F.cross_entropy(logits, probabilities) is fastkl.cross_entropy on logits;
+    # class indices are one-hot targets. torch's "mean" divides by the batch, as fastkl's does.
+    torch = pytest.importorskip("torch")
+    n, k = 12, 5
+    p = random_probs(rng, (n, k))
+    p[rng.random((n, k)) < 0.3] = 0.0
+    zq = rng.normal(size=(n, k)) * 4
+    want = torch.nn.functional.cross_entropy(
+        torch.from_numpy(zq), torch.from_numpy(p), reduction=reduction
+    ).numpy()
+    got = fastkl.cross_entropy(p, zq, q_form="logits", reduction=reduction)
+    assert np.shape(got) == np.shape(want)
+    assert_close(got, want, **F64)
+    labels = rng.integers(0, k, size=n)
+    want = torch.nn.functional.cross_entropy(
+        torch.from_numpy(zq), torch.from_numpy(labels), reduction=reduction
+    ).numpy()
+    got = fastkl.cross_entropy(np.eye(k)[labels], zq, q_form="logits", reduction=reduction)
+    assert_close(got, want, **F64)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", None])
+@pytest.mark.parametrize("log_prob", [False, True])
+def test_torchmetrics_against_torch(rng, log_prob, reduction):
+    # torchmetrics' kl_divergence is a few torch operations (torchmetrics 1.x): the same
+    # operations here, as torch computes them
+    torch = pytest.importorskip("torch")
+    n, k = 8, 6
+    if log_prob:  # used as they are, not normalized; -inf in p contributes 0
+        p, q = np.log(random_probs(rng, (n, k))), rng.normal(size=(n, k))
+        p[0, :2] = -np.inf
+        tp, tq = torch.from_numpy(p), torch.from_numpy(q)
+        rows = torch.sum(tp.exp() * torch.where(torch.isneginf(tp), 0.0, tp - tq), dim=-1)
+    else:  # normalized first; 0 log 0 = 0
+        p, q = _unnormalized(rng, (n, k)) + 1e-3, _unnormalized(rng, (n, k)) + 1e-3
+        p[0, :2] = 0.0
+        tp, tq = torch.from_numpy(p), torch.from_numpy(q)
+        tp, tq = tp / tp.sum(dim=-1, keepdim=True), tq / tq.sum(dim=-1, keepdim=True)
+        rows = torch.where(tp == 0, 0.0, tp * torch.log(tp / tq)).sum(dim=-1)
+    want = {"mean": rows.sum() / n, "sum": rows.sum()}.get(reduction, rows).numpy()
+    got = compat.torchmetrics_kl_divergence(p, q, log_prob=log_prob, reduction=reduction)
+    assert np.shape(got) == np.shape(want)
+    assert_close(got, want, **F64)
 
 
 # --- keras ------------------------------------------------------------------------------------
