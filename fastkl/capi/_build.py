@@ -16,6 +16,7 @@ program needs nothing set but the library path.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import shutil
 import sys
@@ -28,6 +29,9 @@ from .. import __version__, _config
 from . import _cfuncs, _decl
 
 MODULE = "_fastkl_capi"
+
+#: What compiling the library needs beyond fastkl's own dependencies: the ``capi`` extra.
+BUILD_TOOLS = ("cffi", "setuptools")
 
 # The C layer around the cfunc table. Names with a double underscore are static.
 _PRELUDE = """\
@@ -373,6 +377,16 @@ def _share(cache: str) -> int:
     return _copy_cache(source, target, replace=False, capi=False)
 
 
+def _require_build_tools() -> None:
+    """Refuse in one line that names the extra, before anything is written or compiled."""
+    missing = [name for name in BUILD_TOOLS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(
+            f"building libfastkl needs {' and '.join(missing)}, which the capi extra "
+            'installs: pip install "fastkl[capi]"'
+        )
+
+
 def build(
     outdir: str,
     *,
@@ -404,7 +418,15 @@ def build(
     -------
     dict
         ``"library"``, ``"header"``, ``"pkgconfig"``, ``"cache"`` -> the paths written.
+
+    Raises
+    ------
+    RuntimeError
+        cffi or setuptools is missing (``pip install "fastkl[capi]"``; nothing is written), or
+        compiling failed.
     """
+    if not header_only:
+        _require_build_tools()
     say = log if log is not None else (lambda line: None)
     prefix = os.path.abspath(outdir)
     paths = {"header": os.path.join(prefix, "include", "fastkl.h")}
