@@ -1,8 +1,9 @@
 """fastkl: Kullback-Leibler divergence and its family, row by row, at the speed of memory.
 
-The data path: a public function (``fastkl.api``) -> the driver (``fastkl._driver``: argument
-handling, layout, validation, reductions) -> a kernel (``fastkl._cpu``) built on the scalar
-definitions of ``fastkl._math``.
+The data path: a public function (``fastkl.api``, one per spec of :mod:`fastkl.divergences`)
+-> the driver (``fastkl._driver``, with ``fastkl._prepare``: argument handling, layout,
+validation, reductions) -> a backend (``fastkl._backend_cpu`` or ``fastkl._cuda_driver``) and
+its kernels, built on the scalar definitions of ``fastkl._math``.
 
 The public names load on first use (PEP 562): ``import fastkl`` and the command line start
 without importing numba, so that they answer at once (and Ctrl-C at start-up is one line).
@@ -14,31 +15,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .divergences import REGISTRY
 
-#: public name -> the module that defines it
+#: public name -> the module that defines it (the row-wise functions: one per spec of the
+#: registry, in ``api``)
 _HOMES = {
     "CompileWarning": "_warmup",
     "bernoulli_kl": "api",
     "compat": "compat",
-    "cross_entropy": "api",
-    "entropy": "api",
+    "divergences": "divergences",
     "gaussian_kl": "api",
-    "generalized_kl": "api",
-    "js_distance": "api",
-    "js_div": "api",
-    "kl_div": "api",
     "nearest_kl": "pairwise",
     "pairwise_kl": "pairwise",
-    "sym_kl": "api",
     "vae_kl": "api",
+    **{spec.name: "api" for spec in REGISTRY},
 }
 
+#: The public names, written out for static readers (a test checks them against the registry).
 __all__ = [
     "CompileWarning",
     "__version__",
     "bernoulli_kl",
     "compat",
     "cross_entropy",
+    "divergences",
     "entropy",
     "gaussian_kl",
     "generalized_kl",
@@ -70,7 +70,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import compat
+    from . import compat, divergences
     from ._warmup import CompileWarning
     from .api import (
         bernoulli_kl,

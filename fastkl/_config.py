@@ -38,7 +38,8 @@ import types
 from typing import Any
 
 import numba
-from numba.core import caching as _caching
+
+from . import _numba_shim
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 
@@ -63,13 +64,14 @@ def _kernel_sources() -> list[str]:
     (api, cli) keeps the cache, as does editing the private modules that hold no CPU kernel
     code (the CUDA modules, DLPack, the warm-up)."""
     paths = glob.glob(os.path.join(_PACKAGE_DIR, "_*.py"))
+    paths.append(os.path.join(_PACKAGE_DIR, "divergences.py"))  # which terms each kernel binds
     return sorted(p for p in paths if os.path.basename(p) not in _NO_CPU_KERNELS)
 
 
 #: Private modules with no code of any CPU kernel: editing them keeps the cache.
 _NO_CPU_KERNELS = frozenset(
-    {"_cuda.py", "_cuda_bench.py", "_cuda_device.py", "_cuda_driver.py", "_dlpack.py",
-     "_driver.py", "_version.py", "_warmup.py", "__init__.py"}
+    {"_backend_cpu.py", "_cuda.py", "_cuda_bench.py", "_cuda_device.py", "_cuda_driver.py",
+     "_dlpack.py", "_driver.py", "_prepare.py", "_version.py", "_warmup.py", "__init__.py"}
 )  # fmt: skip
 
 
@@ -101,23 +103,19 @@ def _writable_dir(path: str) -> bool:
 
 
 def _cache_dir_candidates() -> list[str]:
-    from numba.misc.appdirs import AppDirs
-
     candidates = []
     if os.environ.get("FASTKL_CACHE_DIR"):  # fastkl's own (libfastkl sets it to its DIR)
         candidates.append(os.environ["FASTKL_CACHE_DIR"])
     if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR: the user's choice for numba
         candidates.append(os.path.join(numba.config.CACHE_DIR, "fastkl"))
     candidates.append(os.path.join(_PACKAGE_DIR, "__pycache__", "numba"))
-    candidates.append(
-        os.path.join(AppDirs(appname="numba", appauthor=False).user_cache_dir, "fastkl")
-    )
+    candidates.append(os.path.join(_numba_shim.user_cache_dir(), "fastkl"))
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     candidates.append(os.path.join(tempfile.gettempdir(), f"fastkl-numba-cache-{uid}"))
     return candidates
 
 
-class _FastklCacheLocator(_caching._CacheLocator):
+class _FastklCacheLocator(_numba_shim.CacheLocator):
     """Cache locator for kernels defined in fastkl's own modules (see the module docstring).
 
     The C API's cfuncs (``fastkl/capi``) link the kernels, so they live in a subdirectory keyed
@@ -184,12 +182,9 @@ class _FastklCacheLocator(_caching._CacheLocator):
 
 
 def _install_cache_locator() -> None:
-    impl = getattr(_caching, "CacheImpl", None) or getattr(_caching, "_CacheImpl", None)
-    classes = getattr(impl, "_locator_classes", None)
-    if isinstance(classes, list):
-        if _FastklCacheLocator not in classes:
-            classes.insert(0, _FastklCacheLocator)
-    elif not _writable_dir(os.path.join(_PACKAGE_DIR, "__pycache__")):
+    if _numba_shim.install_cache_locator(_FastklCacheLocator):
+        return
+    if not _writable_dir(os.path.join(_PACKAGE_DIR, "__pycache__")):
         # A numba without the hook: at least keep a read-only install importable.
         numba.config.CACHE_DIR = _cache_dir_candidates()[-1]
 
@@ -227,14 +222,12 @@ def _choose_threading_layer() -> None:
 
 
 def _launch_threads() -> None:
-    from numba.np.ufunc import parallel
-
     try:
-        parallel._launch_threads()
+        _numba_shim.launch_threads()
     except ValueError:
         # No thread-safe layer could be loaded: fall back to numba's default order.
         numba.config.THREADING_LAYER = "default"
-        parallel._launch_threads()
+        _numba_shim.launch_threads()
 
 
 def ensure_threads() -> None:
@@ -297,15 +290,41 @@ def compile_scalars(
     return types.SimpleNamespace(**compiled)
 
 
+class Unbound:
+    """A template's placeholder: a global name each specialization binds (``specialize``).
+
+    Declared beside the templates that read it, with what it means. A template whose
+    placeholder was left unbound raises, in ``specialize`` and if ever run: it never computes
+    with a stand-in value.
+    """
+
+    def __init__(self, meaning: str) -> None:
+        self.meaning = meaning
+
+    def __repr__(self) -> str:
+        return f"Unbound({self.meaning!r})"
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"an unbound template placeholder ({self.meaning}) was read")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"an unbound template placeholder ({self.meaning}) was called")
+
+
 def specialize(template: Any, name: str, bindings: dict[str, Any]) -> Any:
     """A copy of the plain function ``template`` whose global names ``bindings`` are replaced.
 
-    Kernels are written once as templates over a few names (the form pair's segment loops,
-    its exact fallback) and specialized per form pair: each variant compiles only the code of
-    its pair, lazily, and caches under its own name.
+    Kernels are written once as templates over a few placeholders (:class:`Unbound`: the form
+    pair's flags, the divergence's terms, the helpers compiled for the same specialization)
+    and specialized per spec and form pair: each variant compiles only its own code, lazily,
+    and caches under its own name. A placeholder the template reads and ``bindings`` leaves
+    unbound is a TypeError here, before anything compiles.
     """
     namespace = dict(template.__globals__)
     namespace.update(bindings)
+    unbound = [n for n in template.__code__.co_names if isinstance(namespace.get(n), Unbound)]
+    if unbound:
+        raise TypeError(f"{name}: template {template.__name__} leaves {unbound} unbound")
     fn = types.FunctionType(
         template.__code__, namespace, name, template.__defaults__, template.__closure__
     )

@@ -2,8 +2,8 @@
 
 Every kernel takes its rows in the layout the C API uses: a 1-D contiguous buffer and a row
 stride ``ld`` in elements (row ``i`` is ``x[i * ld : i * ld + k]``; ``ld == 0`` repeats one row
-for every output). The driver (``_driver.py``) brings any input to that layout, without copying
-the whole array, and owns every other argument decision.
+for every output). The driver (``_driver.py``, ``_prepare.py``) brings any input to that
+layout, without copying the whole array, and owns every other argument decision.
 
 How a row is scored
 -------------------
@@ -53,7 +53,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _config, _math, _simd
-from ._config import JIT_OPTIONS, compile_scalars, specialize
+from ._config import JIT_OPTIONS, Unbound, compile_scalars, specialize
 from ._math import LOGITS, PROBS
 
 
@@ -176,8 +176,8 @@ def _read_as(x, form, normalize, eps):
 #   and the other _t_* names, bound to their specialized versions.
 # Each pair's kernels then compile only that pair's code.
 
-LOG_P = False
-LOG_Q = False
+LOG_P = Unbound("whether p is log-scores")
+LOG_Q = Unbound("whether q is log-scores")
 
 
 @njit(**_HELPER)
@@ -275,10 +275,10 @@ def _terms_ll(zp, zq, mp, mq, lo, hi, clipping):
 
 # Bound per pair as well: its terms, whether it clips (probabilities only: the other pairs
 # send clipped rows to the exact path) and whether its third and fourth sums are read.
-TERMS = _terms_pp
-CLIPS = True
-MASS_P = False
-MASS_Q = False
+TERMS = Unbound("the pair's terms: _terms_pp, _terms_pl, _terms_lp or _terms_ll")
+CLIPS = Unbound("whether the pair clips (probabilities only)")
+MASS_P = Unbound("whether the third sum (the mass of p) is read")
+MASS_Q = Unbound("whether the fourth sum (the mass of q) is read")
 
 
 def _t_seg_lanes(p, q, xp, xq, lo, hi, clipping):
@@ -636,8 +636,8 @@ def _t_kl_rows_split(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor,
         out[i] = kl / divisor
 
 
-SEG_LANES = _t_seg_lanes  # templates until _family binds each pair's own
-SEG_SUMS = _t_seg_sums
+SEG_LANES = Unbound("the pair's _t_seg_lanes")
+SEG_SUMS = Unbound("the pair's _t_seg_sums")
 
 _HELPER_TEMPLATES = (
     "_t_seg_stats",
@@ -696,7 +696,7 @@ KL_KERNELS = {
 _exact_row_pp = KL_KERNELS[(False, False)]["_t_exact_row"]
 
 
-K = 1  # a flat kernel's row length, bound per specialization below
+K = Unbound("a flat kernel's row length")
 
 
 def _t_flat_sums(terms, sums):
@@ -711,7 +711,7 @@ def _t_flat_sums(terms, sums):
         sums[i] = acc
 
 
-FLAT_SUMS = _t_flat_sums  # a template until _flat_kernel binds each k's compiled row sums
+FLAT_SUMS = Unbound("the row sums of _t_flat_sums compiled for K")
 
 
 def _t_flat_block(x, ld, r0, r1):
@@ -726,7 +726,7 @@ def _t_flat_block(x, ld, r0, r1):
     return run
 
 
-FLAT_BLOCK = _t_flat_block  # a template until _flat_kernel binds each k's compiled copy
+FLAT_BLOCK = Unbound("_t_flat_block compiled for K")
 
 
 def _t_flat_rows(p, ldp, q, ldq, divisor, out, r0):
@@ -762,7 +762,8 @@ def _flat_rows(k: int):
     return njit(**_CALL)(specialize(_t_flat_rows, f"flat_rows_{k}", bindings))
 
 
-FLAT_ROWS = FLAT_NEXT = _t_flat_rows  # placeholders, bound per link of _flat_chain
+FLAT_ROWS = Unbound("the block function of rows of K (a link of _flat_chain)")
+FLAT_NEXT = Unbound("the next link of _flat_chain")
 
 
 def _t_flat_pick(p, ldp, q, ldq, k, divisor, out, r0):
@@ -845,14 +846,14 @@ def kl_kernel(
 
 # --- validation --------------------------------------------------------------------------
 
-#: Row status codes of _check_rows_cpu; the driver turns them into messages.
+#: Row status codes of check_rows; the driver turns them into messages.
 ROW_OK = 0
 ROW_NAN = 1
 ROW_NEGATIVE = 2
 ROW_BAD_SUM = 3
 ROW_POS_INF = 4
 
-#: What _check_rows_cpu checks of a row's total mass.
+#: What check_rows checks of a row's total mass.
 SUM_UNCHECKED = 0
 SUM_IS_ONE = 1
 SUM_POSITIVE = 2
@@ -887,7 +888,7 @@ def _check_row(x, form, sum_check, tol):
 
 
 @njit(**_KERNEL)
-def _check_rows_cpu(x, ld, k, form, sum_check, tol, status):
+def check_rows(x, ld, k, form, sum_check, tol, status):
     """status[i] = the ROW_* code of row i."""
     for i in prange(status.shape[0]):
         status[i] = _check_row(x[i * ld : i * ld + k], form, sum_check, tol)

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _simd
-from ._config import specialize
+from ._config import Unbound, specialize
 from ._cpu import (
     _CALL,
     _HELPER,
@@ -52,18 +52,10 @@ from ._cpu import (
     log_core,
     max_nan,
 )
-from ._math import LOGITS, POST_CLAMP, POST_NONE, POST_SQRT  # noqa: F401  (the codes' home)
+from ._math import LOGITS
+from .divergences import Terms
 
 log_ratio_core = _simd.log_ratio_core
-
-#: name -> (exact term, fast term, whether the divergence reads q)
-DIVERGENCES = {
-    "js": (_S.js_term, _S.js_term_fast, True),
-    "sym_kl": (_S.sym_kl_term, _S.sym_kl_term_fast, True),
-    "cross_entropy": (_S.cross_entropy_term, _S.cross_entropy_term_fast, True),
-    "entropy": (_S.entropy_term, _S.entropy_term_fast, False),
-    "generalized_kl": (_S.generalized_kl_term, _S.generalized_kl_term_fast, True),
-}
 
 FAM_BLOCK = 64  # rows per parallel task (they share the scratch rows of log sides)
 
@@ -120,17 +112,18 @@ def _row_total(x):
     return acc
 
 
-# --- templates, specialized per (divergence, form pair) ---------------------------------------
+# --- templates, specialized per (divergence's terms, form pair) ------------------------------
 #
-# Bound per specialization: LOG_P, LOG_Q (whether each side is log-scores), HAS_Q (False for
-# entropy: q is never read), TERM (the exact term), TERM_FAST (the fast term), and the _t_*
-# helpers below.
+# Bound per specialization from the spec (``fastkl.divergences.Terms``), and the _t_* helpers
+# below to their specialized versions.
 
-LOG_P = False
-LOG_Q = False
-HAS_Q = True
-TERM = _S.js_term
-TERM_FAST = _S.js_term_fast
+LOG_P = Unbound("whether p is log-scores")
+LOG_Q = Unbound("whether q is log-scores")
+HAS_Q = Unbound("whether the terms read q (Terms.reads_q)")
+TERM = Unbound("the exact term (Terms.exact, compiled)")
+TERM_FAST = Unbound("the fast term (Terms.fast, compiled)")
+FAM_TERM = Unbound("_t_fam_term specialized")
+SEG_SUM = Unbound("_t_fam_seg specialized")
 FINISH = _S.finish_row
 
 
@@ -282,19 +275,14 @@ def _t_fam_rows(p, ldp, q, ldq, k, p_form, q_form, normalize, eps, divisor, post
         )
 
 
-FAM_TERM = _t_fam_term  # templates, bound per specialization
-SEG_SUM = _t_fam_seg
-
-
-def _specialize_family(name: str, log_p: bool, log_q: bool):
-    term, term_fast, has_q = DIVERGENCES[name]
-    tag = f"{name}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
+def _specialize_family(terms: Terms, log_p: bool, log_q: bool):
+    tag = f"{terms.tag}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
     bindings = {
         "LOG_P": log_p,
         "LOG_Q": log_q,
-        "HAS_Q": has_q,
-        "TERM": term,
-        "TERM_FAST": term_fast,
+        "HAS_Q": terms.reads_q,
+        "TERM": getattr(_S, terms.exact.__name__),
+        "TERM_FAST": getattr(_S, terms.fast.__name__),
     }
     bindings["FAM_TERM"] = njit(**_HELPER)(specialize(_t_fam_term, f"term_{tag}", bindings))
     bindings["SEG_SUM"] = njit(**_HELPER)(specialize(_t_fam_seg, f"seg_{tag}", bindings))
@@ -304,12 +292,12 @@ def _specialize_family(name: str, log_p: bool, log_q: bool):
     return njit(**_KERNEL)(specialize(_t_fam_rows, f"{tag}_rows_cpu", bindings))
 
 
-_FAMILY_KERNELS: dict[tuple[str, bool, bool], object] = {}
+_FAMILY_KERNELS: dict[tuple[Terms, bool, bool], object] = {}
 
 
-def family_kernel(name: str, log_p: bool, log_q: bool):
-    """The row kernel of divergence ``name`` for a form pair (specialized on first use)."""
-    key = (name, log_p, log_q and DIVERGENCES[name][2])
+def family_kernel(terms: Terms, log_p: bool, log_q: bool):
+    """The row kernel of a divergence's terms for a form pair (specialized on first use)."""
+    key = (terms, log_p, log_q and terms.reads_q)
     kernel = _FAMILY_KERNELS.get(key)
     if kernel is None:
         kernel = _FAMILY_KERNELS[key] = _specialize_family(*key)
@@ -318,20 +306,25 @@ def family_kernel(name: str, log_p: bool, log_q: bool):
 
 # --- closed forms -------------------------------------------------------------------------------
 
-TERM2 = _S.bernoulli_term
-TERM4 = _S.gaussian_term
+TERM2 = Unbound("a closed form's term of two parameters")
+TERM4 = Unbound("a closed form's term of four parameters")
+CLOSED_TERM = Unbound("_t_term2 or _t_term4 specialized")
+CLOSED_ROW = Unbound("_t_closed_row specialized")
 
 
-def _t_term(a, lda, b, ldb, c, ldc, d, ldd, i, j):
-    """Term (i, j) of a closed form, in float64: TERM2 of (a, b), or TERM4 of (a, b, c, d)."""
-    if FOUR:
-        return TERM4(
-            np.float64(a[i * lda + j]),
-            np.float64(b[i * ldb + j]),
-            np.float64(c[i * ldc + j]),
-            np.float64(d[i * ldd + j]),
-        )
+def _t_term2(a, lda, b, ldb, c, ldc, d, ldd, i, j):
+    """Term (i, j) of a closed form of two parameters, in float64 (c and d unread)."""
     return TERM2(np.float64(a[i * lda + j]), np.float64(b[i * ldb + j]))
+
+
+def _t_term4(a, lda, b, ldb, c, ldc, d, ldd, i, j):
+    """Term (i, j) of a closed form of four parameters, in float64."""
+    return TERM4(
+        np.float64(a[i * lda + j]),
+        np.float64(b[i * ldb + j]),
+        np.float64(c[i * ldc + j]),
+        np.float64(d[i * ldd + j]),
+    )
 
 
 def _t_closed_row(a, lda, b, ldb, c, ldc, d, ldd, i, k):
@@ -340,15 +333,15 @@ def _t_closed_row(a, lda, b, ldb, c, ldc, d, ldd, i, k):
     if k < LANES:
         acc = 0.0
         for j in range(k):
-            acc += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j)
+            acc += CLOSED_TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j)
         return acc
     sums = lanes(0.0)
     full = k - k % LANES
     for j0 in range(0, full, LANES):
         for lane in range(LANES):
-            sums[lane] += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j0 + lane)
+            sums[lane] += CLOSED_TERM(a, lda, b, ldb, c, ldc, d, ldd, i, j0 + lane)
     for lane in range(k - full):
-        sums[lane] += TERM(a, lda, b, ldb, c, ldc, d, ldd, i, full + lane)
+        sums[lane] += CLOSED_TERM(a, lda, b, ldb, c, ldc, d, ldd, i, full + lane)
     return lanes_total(sums)
 
 
@@ -364,14 +357,10 @@ def _t_sum_rows4(a, lda, b, ldb, c, ldc, d, ldd, k, out):
         out[i] = CLOSED_ROW(a, lda, b, ldb, c, ldc, d, ldd, i, k)
 
 
-FOUR = False  # bound per closed form, with its TERM2 or TERM4, TERM and CLOSED_ROW
-TERM = _t_term
-CLOSED_ROW = _t_closed_row
-
-
 def _closed_kernel(name: str, template, **terms):
-    bindings = dict(terms, FOUR="TERM4" in terms)
-    bindings["TERM"] = njit(**_HELPER)(specialize(_t_term, f"term_{name}", bindings))
+    term = _t_term4 if "TERM4" in terms else _t_term2
+    bindings = dict(terms)
+    bindings["CLOSED_TERM"] = njit(**_HELPER)(specialize(term, f"term_{name}", bindings))
     row = specialize(_t_closed_row, f"row_{name}", bindings)
     bindings["CLOSED_ROW"] = njit(**_HELPER)(row)
     return njit(**_KERNEL)(specialize(template, f"{name}_rows_cpu", bindings))

@@ -27,7 +27,7 @@ nothing), so no barrier or shuffle is ever reached by part of a group.
 How the fast kernel reads a row, by divergence and forms (``plan``):
 
 * **moments**, one pass for everything but Jensen-Shannon: KL, cross-entropy, entropy, Jeffreys
-  and generalized KL are linear in log p and log q (``_math.MOMENTS``), so each lane
+  and generalized KL are linear in log p and log q (their spec's ``Terms.moments``), so each lane
   accumulates the moments and the masses with running maxima for the log-score sides (an online
   log-sum-exp, rescaled when a maximum grows); the group then takes the maxima, each lane
   rescales its sums to them once, the sums are added, and ``_math``'s ``*_from_moments`` gives
@@ -60,14 +60,14 @@ except importlib.metadata.PackageNotFoundError:
     ) from None
 
 import numba
-import numpy as np
 from numba import cuda
 
 from . import _math
-from ._config import specialize
+from ._config import Unbound, specialize
 from ._cuda_device import EXACT, FAST32, FAST64, LOADS, SIMULATOR, device, device_sync, exp, f64
 from ._cuda_device import log as log
 from ._math import LOGITS, PROBS
+from .divergences import Terms
 
 # --- tunables (one place; tests shrink them to force multi-block and grid-stride launches) ----
 
@@ -124,34 +124,10 @@ def _t_kl_fast(p, q, lp, lq, lr):
     return GUARD(KL_FAST(p, q), p, q)
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What the kernels need to know of a divergence."""
-
-    exact: Any  # the exact term (p, q, lp, lq); None: KL's, bound per form pair
-    fast: str | None  # the name of its fast term in _math (None: KL's, bound per form pair)
-    has_q: bool  # whether it reads q
-    needs_log: bool  # whether its exact term reads the log of a probability side
-
-
-SPECS = {
-    "kl": Spec(None, None, True, False),
-    "js": Spec(EXACT.js_term, "js_term_fast", True, False),
-    "sym_kl": Spec(EXACT.sym_kl_term, "sym_kl_term_fast", True, True),
-    "cross_entropy": Spec(EXACT.cross_entropy_term, "cross_entropy_term_fast", True, True),
-    "entropy": Spec(EXACT.entropy_term, "entropy_term_fast", False, True),
-    "generalized_kl": Spec(EXACT.generalized_kl_term, "generalized_kl_term_fast", True, True),
-}
-
-#: name -> (exact term, whether the divergence reads q, whether it needs the logs of
-#: probability sides); kept for readers of the earlier layout
-DIVERGENCES = {name: (s.exact, s.has_q, s.needs_log) for name, s in SPECS.items()}
-
-
-def _exact_term(name: str, log_p: bool, log_q: bool) -> tuple[Any, bool, bool]:
-    spec = SPECS[name]
-    if spec.exact is not None:
-        return spec.exact, spec.has_q, spec.needs_log
+def _exact_term(terms: Terms, log_p: bool, log_q: bool) -> tuple[Any, bool, bool]:
+    """(the exact device term, whether it reads q, whether it reads a probability's log)."""
+    if terms.exact is not None:
+        return getattr(EXACT, terms.exact.__name__), terms.reads_q, terms.needs_log
     bindings = {"LOG_P": log_p, "LOG_Q": log_q, "KL": KL, "KL_LOG": KL_LOG}
     term = device(specialize(_t_kl4, f"kl4_{int(log_p)}{int(log_q)}", bindings))
     return term, True, log_p or log_q
@@ -258,18 +234,18 @@ def _t_shared_lse(m, s, tid, lane, sm, sm2):
 # with REDO then returns at once where the count is 0, scores the listed rows where all fit,
 # and else checks every row's value in ``out``. Without REDO, flags is not read.
 
-LOG_P = False
-LOG_Q = False
-HAS_Q = True
-NEEDS_LOG = True
-GROUP = WARP
-BLOCK = THREADS
-SHARED = THREADS
-TERM = EXACT.js_term
-SUM = _t_shared_sum
-LSE = _t_shared_lse
-REDO = False
-LOAD1 = LOADS[1]
+LOG_P = Unbound("whether p is log-scores")
+LOG_Q = Unbound("whether q is log-scores")
+HAS_Q = Unbound("whether the terms read q")
+NEEDS_LOG = Unbound("whether the exact term reads the log of a probability side")
+GROUP = Unbound("threads per row")
+BLOCK = Unbound("threads per block")
+SHARED = Unbound("slots of shared scratch")
+TERM = Unbound("the exact term")
+SUM = Unbound("the group's float64 sum")
+LSE = Unbound("the group's log-sum-exp")
+REDO = Unbound("whether the exact kernel scores only the flagged rows")
+LOAD1 = Unbound("one element as float64")
 
 
 def _t_elem(x, i, j):
@@ -406,60 +382,49 @@ def _t_rows_cuda(
 #   TERM_FAST; EXP, LOG_CORE, LOG_RATIO, GUARD, LIKE, CLIPF (the precision's functions);
 #   BATCH, ELEMENT, SWEEP, REDUCE and the other _t_ names, bound to their versions.
 
-F = np.float64
-WIDTH = 1
-STEP = GROUP
-SPAN = GROUP
-UW = UNROLL
-LOAD_P = LOADS[1]
-LOAD_Q = LOADS[1]
-SHIFT_P = False
-SHIFT_Q = False
-NORM_P = False
-NORM_Q = False
-CLIP = False
-M1 = False
-M2 = False
-M1_Q = False
-M2_Q = False
-M1_A = 1.0
-M1_B = -1.0
-M2_A = 1.0
-M2_B = -1.0
-NONNEG = False
-FROM_MOMENTS = EXACT.kl_from_moments
-TERM_FAST = FAST64.js_term_fast
-EXP = FAST64.exp
-LOG_CORE = FAST64.log_core
-LOG_RATIO = FAST64.log_ratio_core
-GUARD = FAST64.ratio_guard
-LIKE = FAST64.like
-CLIPF = FAST64.clip
-KL_FAST = FAST64.kl_term_fast
-KL_LOG_FAST = FAST64.kl_term_log_fast
-USE_A = True
-USE_B = True
-WARP_GROUP = WARP
+F = Unbound("F: see above")
+WIDTH = Unbound("WIDTH: see above")
+STEP = Unbound("STEP: see above")
+SPAN = Unbound("SPAN: see above")
+UW = Unbound("UW: see above")
+LOAD_P = Unbound("LOAD_P: see above")
+LOAD_Q = Unbound("LOAD_Q: see above")
+SHIFT_P = Unbound("SHIFT_P: see above")
+SHIFT_Q = Unbound("SHIFT_Q: see above")
+NORM_P = Unbound("NORM_P: see above")
+NORM_Q = Unbound("NORM_Q: see above")
+CLIP = Unbound("CLIP: see above")
+M1 = Unbound("M1: see above")
+M2 = Unbound("M2: see above")
+M1_Q = Unbound("M1_Q: see above")
+M2_Q = Unbound("M2_Q: see above")
+M1_A = Unbound("M1_A: see above")
+M1_B = Unbound("M1_B: see above")
+M2_A = Unbound("M2_A: see above")
+M2_B = Unbound("M2_B: see above")
+NONNEG = Unbound("NONNEG: see above")
+FROM_MOMENTS = Unbound("FROM_MOMENTS: see above")
+TERM_FAST = Unbound("TERM_FAST: see above")
+EXP = Unbound("EXP: see above")
+LOG_CORE = Unbound("LOG_CORE: see above")
+LOG_RATIO = Unbound("LOG_RATIO: see above")
+GUARD = Unbound("GUARD: see above")
+LIKE = Unbound("LIKE: see above")
+CLIPF = Unbound("CLIPF: see above")
+KL_FAST = Unbound("KL_FAST: see above")
+KL_LOG_FAST = Unbound("KL_LOG_FAST: see above")
+USE_A = Unbound("USE_A: see above")
+USE_B = Unbound("USE_B: see above")
+WARP_GROUP = Unbound("WARP_GROUP: see above")
 
 
-def _unbound(name: str) -> Any:
-    """A template name that ``fast_kernel`` binds per specialization: calling it unbound is
-    an error, never a silent default."""
-
-    def unbound(*args: Any) -> Any:
-        raise NotImplementedError(f"{name}: a template name, bound per specialization")
-
-    unbound.__name__ = name
-    return unbound
-
-
-ELEMENT = _unbound("ELEMENT")
-BATCH = _unbound("BATCH")
-SWEEP = _unbound("SWEEP")
-REDUCE = _unbound("REDUCE")
-STATS_SWEEP = _unbound("STATS_SWEEP")
-STATS_REDUCE = _unbound("STATS_REDUCE")
-ROW_VALUE = _unbound("ROW_VALUE")
+ELEMENT = Unbound("ELEMENT: bound per specialization")
+BATCH = Unbound("BATCH: bound per specialization")
+SWEEP = Unbound("SWEEP: bound per specialization")
+REDUCE = Unbound("REDUCE: bound per specialization")
+STATS_SWEEP = Unbound("STATS_SWEEP: bound per specialization")
+STATS_REDUCE = Unbound("STATS_REDUCE: bound per specialization")
+ROW_VALUE = Unbound("ROW_VALUE: bound per specialization")
 
 
 def _t_neutral():
@@ -952,24 +917,23 @@ class Plan:
     norm_q: bool
 
 
-def plan(name: str, p_form: int, q_form: int, normalize: bool, eps: float) -> Plan:
+def plan(terms: Terms, p_form: int, q_form: int, normalize: bool, eps: float) -> Plan:
     """The fast kernel's mode for a call, or "exact" for the calls it does not take."""
-    spec = SPECS[name]
-    log_p, log_q = p_form != PROBS, (q_form != PROBS) and spec.has_q
+    log_p, log_q = p_form != PROBS, (q_form != PROBS) and terms.reads_q
     norm_p = p_form == LOGITS or normalize
-    norm_q = spec.has_q and (q_form == LOGITS or normalize)
+    norm_q = terms.reads_q and (q_form == LOGITS or normalize)
     # a normalized probability side's moments would hold log p unshifted, and subtract
     # log(sum p) at the end: both large for counts, so their difference cancels
-    normalized_probs = normalize and (not log_p or (spec.has_q and not log_q))
+    normalized_probs = normalize and (not log_p or (terms.reads_q and not log_q))
     if eps > 0.0 and (log_p or log_q or normalize):
         mode = "exact"  # clipping normalized log-scores needs their log-sum-exp first (CPU too)
-    elif name in _math.MOMENTS and eps == 0.0 and not normalized_probs:
+    elif terms.moments and eps == 0.0 and not normalized_probs:
         mode = "moments"
     elif not (norm_p or norm_q):
         mode = "terms"
     else:
         mode = "two_pass"
-    return Plan(mode, log_p, log_q, spec.has_q, norm_p, norm_q)
+    return Plan(mode, log_p, log_q, terms.reads_q, norm_p, norm_q)
 
 
 def _pow2_at_least(x: int) -> int:
@@ -1019,17 +983,17 @@ def _reductions(group: int, block: int) -> dict[str, Any]:
 
 
 def rows_kernel(
-    name: str, log_p: bool, log_q: bool, k: int, redo: bool = False
+    terms: Terms, log_p: bool, log_q: bool, k: int, redo: bool = False
 ) -> tuple[Any, int, int]:
-    """The exact row kernel of divergence ``name`` for a form pair and row length, with its
+    """The exact row kernel of a divergence's ``terms`` for a form pair and row length, with its
     (threads per row, threads per block); compiled on first use. ``redo``: the kernel that
     scores only the rows a fast kernel left non-finite."""
-    term, has_q, needs_log = _exact_term(name, log_p, log_q)
+    term, has_q, needs_log = _exact_term(terms, log_p, log_q)
     log_q = log_q and has_q
     group, block = row_shape(k)
-    key = ("rows", name, log_p, log_q, group, block, redo)
+    key = ("rows", terms, log_p, log_q, group, block, redo)
     if key not in _KERNELS:
-        tag = f"{name}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}_{group}_{block}"
+        tag = f"{terms.tag}_{'l' if log_p else 'p'}{'l' if log_q else 'p'}_{group}_{block}"
         tag += "_redo" if redo else ""
         bindings = _reductions(group, block)
         bindings.update(
@@ -1057,33 +1021,35 @@ def _precision(single: bool) -> tuple[Any, Any]:
     return fast.F, fast
 
 
-def _masses(name: str | None, pl: Plan) -> dict[str, bool]:
+def _masses(terms: Terms | None, pl: Plan) -> dict[str, bool]:
     """Whether a sweep sums the mass of p (USE_A) and of q (USE_B): a normalized side's, and
     a moment's weight side's where the moment reads a normalized side's log."""
     use = [pl.norm_p, pl.norm_q]
-    moments = _math.MOMENTS.get(name, ()) if name is not None else ()
+    moments = terms.moments if terms is not None else ()
     for side, a, b in moments:
         if (a and pl.norm_p) or (b and pl.norm_q):
             use[side] = True
-    if name in _math.USES_MASSES:
+    if terms is not None and terms.uses_masses:
         use = [True, True]
     return {"USE_A": use[0], "USE_B": use[1] and pl.has_q}
 
 
-def _moment_bindings(name: str | None) -> dict[str, Any]:
-    """The moments of divergence ``name`` (None: none, the statistics pass)."""
-    moments = _math.MOMENTS.get(name, ()) if name is not None else ()
+def _moment_bindings(terms: Terms | None) -> dict[str, Any]:
+    """The moments of a divergence's ``terms`` (None: none, the statistics pass). A moment
+    not in use is bound as KL's (p-weighted, log p - log q): its state stays 0."""
+    moments = terms.moments if terms is not None else ()
     b: dict[str, Any] = {"M1": len(moments) > 0, "M2": len(moments) > 1, "NONNEG": False}
-    for m, (side, a, coef_b) in zip(("M1", "M2"), moments, strict=False):
+    unused = (_math.MOMENT_P, 1.0, -1.0)
+    for m, (side, a, coef_b) in zip(("M1", "M2"), (*moments, unused, unused), strict=False):
         b.update({f"{m}_Q": side == _math.MOMENT_Q, f"{m}_A": a, f"{m}_B": coef_b})
-    if name in _math.MOMENTS:
-        b["FROM_MOMENTS"] = getattr(EXACT, f"{name}_from_moments")
-        b["NONNEG"] = name in _math.NONNEGATIVE
+    if terms is not None and terms.moments:
+        b["FROM_MOMENTS"] = getattr(EXACT, terms.from_moments.__name__)
+        b["NONNEG"] = terms.nonnegative
     return b
 
 
 def _state_bindings(
-    base: dict[str, Any], tag: str, mode: str, moments: str | None, pl: Plan
+    base: dict[str, Any], tag: str, mode: str, moments: Terms | None, pl: Plan
 ) -> dict[str, Any]:
     """A sweep and a reduction of the state for ``mode`` ("moments", "stats" or "terms")."""
     b = dict(base)
@@ -1129,23 +1095,22 @@ def _state_bindings(
 
 
 def fast_kernel(
-    name: str, p_form: int, q_form: int, normalize: bool, clip_: bool, single: bool,
+    terms: Terms, p_form: int, q_form: int, normalize: bool, clip_: bool, single: bool,
     k: int, width: int,
 ) -> tuple[Any, int, int]:  # fmt: skip
-    """The fast row kernel of divergence ``name`` for its forms, options, precision (float32
+    """The fast row kernel of a divergence's ``terms`` for its forms, options, precision (float32
     arithmetic with ``single``) and vector width, with its (threads per row, threads per
     block); compiled on first use."""
-    pl = plan(name, p_form, q_form, normalize, 1.0 if clip_ else 0.0)
+    pl = plan(terms, p_form, q_form, normalize, 1.0 if clip_ else 0.0)
     if pl.mode == "exact":
-        raise ValueError(f"{name}: this call takes the exact kernel")
+        raise ValueError(f"{terms.tag}: this call takes the exact kernel")
     group, block = fast_shape(k, width)
-    key = ("fast", name, p_form, q_form, normalize, clip_, single, width, group, block)
+    key = ("fast", terms, p_form, q_form, normalize, clip_, single, width, group, block)
     if key in _KERNELS:
         return _KERNELS[key], group, block
     forms = f"{'plL'[p_form]}{'plL'[q_form]}{'n' if normalize else ''}{'c' if clip_ else ''}"
-    tag = f"{name}_{forms}_{'f32' if single else 'f64'}_w{width}_{group}_{block}"
+    tag = f"{terms.tag}_{forms}_{'f32' if single else 'f64'}_w{width}_{group}_{block}"
     precision, fast = _precision(single)
-    spec = SPECS[name]
     bindings: dict[str, Any] = {
         "F": precision,
         "GROUP": group,
@@ -1178,17 +1143,17 @@ def fast_kernel(
         "KL_LOG_FAST": fast.kl_term_log_fast,
         "FINISH": FINISH,
     }
-    if spec.fast is None:
+    if terms.fast is None:
         bindings["_t_guarded"] = device(specialize(_t_guarded, f"kl_guarded_{tag}", bindings))
         bindings["TERM_FAST"] = device(specialize(_t_kl_fast, f"kl_fast_{tag}", bindings))
     else:
-        bindings["TERM_FAST"] = getattr(fast, spec.fast)
+        bindings["TERM_FAST"] = getattr(fast, terms.fast.__name__)
     bindings["_t_neutral"] = device(specialize(_t_neutral, f"neutral_{tag}", bindings))
     parts: dict[str, Any] = {}
     if pl.mode == "moments":
-        parts = _state_bindings(bindings, tag, "moments", name, pl)
+        parts = _state_bindings(bindings, tag, "moments", terms, pl)
         bindings.update(parts)
-        finish_bindings = {**bindings, **_moment_bindings(name), **_masses(name, pl)}
+        finish_bindings = {**bindings, **_moment_bindings(terms), **_masses(terms, pl)}
         finish = device(specialize(_t_finish_moments, f"finish_{tag}", finish_bindings))
         bindings["_t_finish_moments"] = finish
         value = _t_value_moments
@@ -1212,14 +1177,14 @@ _PARTS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
 def fast_parts(
-    name: str, p_form: int, q_form: int, normalize: bool, clip_: bool, single: bool,
+    terms: Terms, p_form: int, q_form: int, normalize: bool, clip_: bool, single: bool,
     k: int, width: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The device functions a fast kernel is built from (its per-element function ELEMENT,
     its batch BATCH, ...): what the PTX tests read."""
-    fast_kernel(name, p_form, q_form, normalize, clip_, single, k, width)
+    fast_kernel(terms, p_form, q_form, normalize, clip_, single, k, width)
     group, block = fast_shape(k, width)
-    return _PARTS[("fast", name, p_form, q_form, normalize, clip_, single, width, group, block)]
+    return _PARTS[("fast", terms, p_form, q_form, normalize, clip_, single, width, group, block)]
 
 
 def block_sums_kernel() -> Any:

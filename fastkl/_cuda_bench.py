@@ -161,9 +161,10 @@ def _float_view(a: Any, shape: tuple[int, ...], cuda: Any) -> Any:
     from . import _cuda
 
     if _cuda.SIMULATOR:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        from ._numba_shim import simulator_array_type
 
-        return FakeCUDAArray(a._ary.reshape(-1).view(np.float32).reshape(shape))
+        fake = simulator_array_type()
+        return fake(a._ary.reshape(-1).view(np.float32).reshape(shape))
     strides = tuple(4 * int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(len(shape)))
     desc = {"shape": shape, "strides": strides, "typestr": "<f4",
             "data": (_address(a), False), "version": 3}  # fmt: skip

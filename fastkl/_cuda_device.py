@@ -106,8 +106,11 @@ def _sim_expm1(x: Any) -> float:
 def _gpu_load(width: int) -> Any:
     from llvmlite import ir
     from numba.core import types as nt
-    from numba.cuda import cgutils
     from numba.cuda.extending import intrinsic
+
+    from ._numba_shim import cuda_cgutils
+
+    cgutils = cuda_cgutils()
 
     sources = (nt.float16, nt.float32, nt.float64, nt.uint16)
     i16, i32 = ir.IntType(16), ir.IntType(32)
@@ -195,8 +198,11 @@ def _gpu_store4() -> Any:
     16-byte aligned at i): the copy baseline of ``fastkl bench --device cuda``."""
     from llvmlite import ir
     from numba.core import types as nt
-    from numba.cuda import cgutils
     from numba.cuda.extending import intrinsic
+
+    from ._numba_shim import cuda_cgutils
+
+    cgutils = cuda_cgutils()
 
     @intrinsic
     def store4(typingctx, x, i, a, b, c, d):
@@ -235,9 +241,10 @@ STORE4 = _sim_store4 if SIMULATOR else _gpu_store4()
 def _port_simd() -> dict[str, Any]:
     """``_simd``'s namespace with every bit-level intrinsic registered for CUDA and every
     jitted function rebuilt as a device function over them (compiled on first use)."""
-    from numba.core.extending import _Intrinsic
-    from numba.core.registry import CPUDispatcher
     from numba.cuda.extending import intrinsic
+
+    from ._numba_shim import CPUDispatcher
+    from ._numba_shim import Intrinsic as _Intrinsic
 
     namespace: dict[str, Any] = dict(vars(_simd))
     for name, obj in vars(_simd).items():

@@ -1,8 +1,8 @@
-"""The driver's device path: row-wise calls on an NVIDIA GPU (``device="cuda"``, or inputs
-that expose ``__cuda_array_interface__``).
+"""The CUDA backend: row-wise calls on an NVIDIA GPU (``device="cuda"``, or inputs that
+expose ``__cuda_array_interface__``), behind ``_driver``'s backend interface.
 
-It shares the CPU driver's parsing, shapes, checks and reductions (``_driver``) and differs
-only in how rows reach a kernel:
+It shares the parsing, shapes, checks and reductions of every backend (``_prepare``) and
+differs only in how rows reach a kernel:
 
 * **Device inputs** (numba device arrays, CuPy arrays, PyTorch CUDA tensors) are read in
   place. Their shape and strides go through the same ``prepare`` as numpy inputs, on a numpy
@@ -12,14 +12,13 @@ only in how rows reach a kernel:
   array); a reduction sums them on the device in fixed blocks and returns a numpy scalar.
 * **Host inputs** are streamed: row chunks are copied (on every core) into pinned staging
   buffers, sent on two CUDA streams in turn (one chunk's copies overlap the other's kernel),
-  scored, and the rows copied back, so inputs larger than the GPU's memory work. The CPU
-  driver's ``finish`` owns the result (``out=``, the reductions), as for its own kernels.
+  scored, and the rows copied back, so inputs larger than the GPU's memory work. The shared
+  ``finish`` owns the result (``out=``, the reductions), as for the CPU's kernels.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,9 +27,10 @@ import numpy as np
 from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import _config, _cuda, _dlpack, _driver
+from . import _config, _cuda, _dlpack, _numba_shim, _prepare
 from ._config import JIT_OPTIONS
 from ._math import PROBS
+from ._prepare import Call
 
 _STAGE = dict(JIT_OPTIONS, parallel=True, cache=_config.CACHE)
 
@@ -112,8 +112,8 @@ class _DeviceOperand:
         self.name = name
         self.source = x
         self.owner: Any = None  # what keeps imported DLPack memory alive
-        if not _driver.is_cuda_array(x):  # a host operand beside device ones: uploaded once
-            host = np.ascontiguousarray(_driver.as_float_array(x, name))
+        if not _prepare.is_cuda_array(x):  # a host operand beside device ones: uploaded once
+            host = np.ascontiguousarray(_prepare.as_float_array(x, name))
             as_bits = _dlpack.is_bfloat16(host.dtype) and not _cuda.SIMULATOR
             bits = host.view(np.uint16) if as_bits else host
             x = _alloc(f"{name} (a host array sent to the GPU)", host.nbytes,
@@ -123,8 +123,8 @@ class _DeviceOperand:
                 self._from_interface(x, x.__cuda_array_interface__, host.dtype)
                 return
         self.array = x
-        sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
-        if sim is not None and isinstance(x, sim.FakeCUDAArray):
+        sim = _numba_shim.simulator_array_type()
+        if sim is not None and isinstance(x, sim):
             self.stand_in = x._ary  # the simulator's device memory is a numpy array
             self.interface = None
             return
@@ -179,9 +179,8 @@ class _DeviceOperand:
         """The device array with ``layout``'s shape and strides (a view of the stand-in);
         bfloat16 as its bits."""
         if _cuda.SIMULATOR:
-            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-            return FakeCUDAArray(layout)  # the stand-in is the memory itself
+            fake = _numba_shim.simulator_array_type()
+            return fake(layout)  # the stand-in is the memory itself
         cai = self.interface
         offset = (
             layout.__array_interface__["data"][0] - self.stand_in.__array_interface__["data"][0]
@@ -252,7 +251,7 @@ def _rows_layout(view: np.ndarray, full: tuple[int, ...], name: str) -> tuple[np
     batch, k = full[:-1], full[-1]
     n = math.prod(batch)
     inner = b.strides[-1] if k > 1 else b.itemsize
-    row_stride = _driver._collapsed_stride(batch, b.strides[:-1])
+    row_stride = _prepare.collapsed_stride(batch, b.strides[:-1])
     if row_stride is None:
         raise ValueError(
             f"{name}: on the GPU the dimensions other than the distribution axis must collapse "
@@ -293,8 +292,7 @@ def vector_width(rows: Sequence[tuple[Any, int]], k: int) -> int:
 
 
 def _launch(
-    div: _driver.Divergence,
-    normalize: bool,
+    call: Call,
     p: Any,
     p_step: int,
     q: Any,
@@ -308,25 +306,24 @@ def _launch(
     n, k = out.shape[0], p.shape[1]
     if n == 0:
         return
-    log_p, log_q = div.p_form != PROBS, div.q_form != PROBS
-    pl = _cuda.plan(div.name, div.p_form, div.q_form, normalize, div.eps)
+    terms, normalize, eps, divisor = call.spec.terms, call.normalize, call.eps, call.divisor
+    p_form, q_form, post = call.p_form, call.q_form, call.spec.post_code
+    log_p, log_q = p_form != PROBS, q_form != PROBS
+    pl = _cuda.plan(terms, p_form, q_form, normalize, eps)
     flags = _flags(stream, n)
     if pl.mode != "exact":
         width = vector_width([(p, p_step), (q, q_step)] if pl.has_q else [(p, p_step)], k)
         single = p.dtype.itemsize < 8 and q.dtype.itemsize < 8
         fast, group, block = _cuda.fast_kernel(
-            div.name, div.p_form, div.q_form, normalize, div.eps > 0.0, single, k, width
+            terms, p_form, q_form, normalize, eps > 0.0, single, k, width
         )
         grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
         flags[:1].copy_to_device(_ZERO, stream=stream)
-        fast[grid, block, stream](
-            p, p_step, q, q_step, k, div.eps, div.divisor, div.post, out, flags
-        )
-    kernel, group, block = _cuda.rows_kernel(div.name, log_p, log_q, k, redo=pl.mode != "exact")
+        fast[grid, block, stream](p, p_step, q, q_step, k, eps, divisor, post, out, flags)
+    kernel, group, block = _cuda.rows_kernel(terms, log_p, log_q, k, redo=pl.mode != "exact")
     grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
     kernel[grid, block, stream](
-        p, p_step, q, q_step, k, div.p_form, div.q_form, normalize, div.eps, div.divisor,
-        div.post, out, flags,
+        p, p_step, q, q_step, k, p_form, q_form, normalize, eps, divisor, post, out, flags,
     )  # fmt: skip
 
 
@@ -354,7 +351,7 @@ def _caller_result(rows: Any, inputs: Sequence[Any]) -> Any:
     """Device rows in the library of the first device input: a torch tensor, a CuPy array, a
     JAX array (all without a copy), else the numba device array."""
     for x in inputs:
-        if not _driver.is_cuda_array(x):
+        if not _prepare.is_cuda_array(x):
             continue
         library = type(x).__module__.split(".")[0]
         if library == "torch":
@@ -383,7 +380,7 @@ def _device_sum(values: Any) -> float:
     blocks = -(-n // _cuda.SUM_ROWS)
     sums = _device_empty(blocks, np.float64, "the block sums of a reduction")
     _cuda.block_sums_kernel()[blocks, _cuda.THREADS](values, sums)
-    return _driver.exact_sum(sums.copy_to_host().tolist())
+    return _prepare.exact_sum(sums.copy_to_host().tolist())
 
 
 def _validate_device(
@@ -393,7 +390,7 @@ def _validate_device(
     """The driver's row checks on device rows, copied to the host a bounded block at a time."""
     count, k = math.prod(batch), rows.shape[1]
     count = count if step else min(count, 1)  # a repeated row is checked once
-    block = _driver.block_rows(k, rows.dtype)
+    block = _prepare.block_rows(k, rows.dtype)
     staging = _device_empty((min(block, count), k), rows.dtype, f"validating {name}")
     for start in range(0, count, block):
         m = min(block, count - start)
@@ -407,41 +404,33 @@ def _validate_device(
             index = np.unravel_index(start + i, batch) if batch else ()
             return int(index[0]) if len(batch) == 1 else tuple(int(j) for j in index)
 
-        _driver.validate_rows(host, name, form, normalize, compute, measures, label=label)
+        _prepare.validate_rows(host, name, form, normalize, compute, measures, label=label)
 
 
-def _device_call(
-    div: _driver.Divergence,
-    arrays: Sequence[Any],
-    names: Sequence[str],
-    forms: Sequence[int],
-    reduction: str,
-    normalize: bool,
-    validate: bool,
-    out: Any,
-    measures: bool,
-    axis: Any,
-) -> Any:
+def on_device(call: Call, arrays: Sequence[Any]) -> Any:
+    """The whole call for inputs (or ``out``) that live on a GPU, read in place (the
+    backend interface of ``_driver``); host inputs beside them are uploaded once."""
+    names, forms, reduction, out = call.names, call.forms, call.reduction, call.out
     operands = [_DeviceOperand(x, name) for x, name in zip(arrays, names, strict=True)]
-    target = _DeviceOperand(out, "out") if _driver.is_cuda_array(out) else None
+    target = _DeviceOperand(out, "out") if _prepare.is_cuda_array(out) else None
     _check_devices(operands if target is None else [*operands, target])
-    prep = _driver.prepare([op.stand_in for op in operands], names, axis)
+    prep = _prepare.prepare([op.stand_in for op in operands], names, call.axis)
     full = (*prep.batch, prep.k)
     n = math.prod(prep.batch)
     rows = []
     for op, view, form in zip(operands, prep.views, forms, strict=True):
         layout, step = _rows_layout(view, full, op.name)
         dev = op.view(layout)
-        if validate:
+        if call.validate:
             _validate_device(
                 dev,
                 step,
                 prep.batch,
                 op.name,
                 form,
-                normalize,
+                call.normalize,
                 prep.compute,
-                measures,
+                call.measures,
                 op.bf16 and not _cuda.SIMULATOR,
             )
         rows.append((dev, step))
@@ -453,7 +442,7 @@ def _device_call(
         if out is not None:
             raise ValueError("out: only supported with reduction='none'")
         values = _device_empty(n, np.float64, "the row values of a reduction")
-        _launch(div, normalize, p, ps, q, qs, values)
+        _launch(call, p, ps, q, qs, values)
         total = _device_sum(values)
         if reduction == "mean":
             total = total / n if n else math.nan
@@ -461,36 +450,36 @@ def _device_call(
 
     if out is None:
         flat = _device_empty(n, prep.result, "the result")
-        _launch(div, normalize, p, ps, q, qs, flat)
+        _launch(call, p, ps, q, qs, flat)
         if not prep.batch:  # one distribution: a numpy scalar, as on the CPU
             return flat.copy_to_host()[0]
         return _caller_result(flat.reshape(prep.batch), arrays)
-    if not _driver.is_cuda_array(out):
+    if not _prepare.is_cuda_array(out):
         # host out: the rows come back into it (the CPU driver checks it)
-        _driver.check_out(out, prep.batch, prep.result, arrays, widen=True)
+        _prepare.check_out(out, prep.batch, prep.result, arrays, widen=True)
         flat = _device_empty(n, out.dtype, "the rows for out")
-        _launch(div, normalize, p, ps, q, qs, flat)
+        _launch(call, p, ps, q, qs, flat)
         out[...] = flat.copy_to_host().reshape(prep.batch)
         return out
     assert target is not None  # out is a CUDA array here
     stand_in = target.stand_in
     # shape, dtype and read-only as for a numpy out (the stand-in has out's layout and flags);
     # overlap by the device addresses, which the stand-ins do not share
-    _driver.check_out(stand_in, prep.batch, prep.result, (), widen=True)
+    _prepare.check_out(stand_in, prep.batch, prep.result, (), widen=True)
     lo, hi = target.span()
     for op in operands:
         a, b = op.span()
         if a < hi and lo < b:
             raise ValueError("out: overlaps an input; pass a separate array")
     if n:
-        batch_stride = _driver._collapsed_stride(prep.batch, stand_in.strides)
+        batch_stride = _prepare.collapsed_stride(prep.batch, stand_in.strides)
         if batch_stride is None:
             raise ValueError(
                 f"out: on the GPU it must collapse to one stride (got strides "
                 f"{stand_in.strides}); pass a contiguous array"
             )
         layout = as_strided(stand_in, (n,), (batch_stride,))
-        _launch(div, normalize, p, ps, q, qs, target.view(layout))
+        _launch(call, p, ps, q, qs, target.view(layout))
     return out
 
 
@@ -568,12 +557,11 @@ def _give_back(slots: list[_Slot]) -> None:
 
 
 class _Streamer:
-    """A ``kernel_call`` for ``_driver.finish``: the rows it is given, through the GPU in
+    """A ``kernel_call`` for ``_prepare.finish``: the rows it is given, through the GPU in
     chunks on two streams (see the module docstring)."""
 
-    def __init__(self, div: _driver.Divergence, normalize: bool, dtype: np.dtype) -> None:
-        self.div = div
-        self.normalize = normalize
+    def __init__(self, call: Call, dtype: np.dtype) -> None:
+        self.call = call
         self.dtype = dtype
 
     def __call__(self, bufs: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
@@ -626,7 +614,7 @@ class _Streamer:
                     args.append(args[0])
                 (p, ps), (q, qs) = args
                 out = slot.out_device[:m]
-                _launch(self.div, self.normalize, p, ps, q, qs, out, slot.stream)
+                _launch(self.call, p, ps, q, qs, out, slot.stream)
                 out.copy_to_host(slot.out_pinned[:m], stream=slot.stream)
                 slot.pending = (target, start, stop)
         finally:
@@ -638,33 +626,7 @@ class _Streamer:
 # --- the call ---------------------------------------------------------------------------------
 
 
-def rowwise(
-    div: _driver.Divergence,
-    arrays: Sequence[Any],
-    names: Sequence[str],
-    forms: Sequence[int],
-    *,
-    axis: Any,
-    reduction: str,
-    normalize: bool,
-    validate: bool,
-    out: Any,
-    measures: bool = False,
-) -> Any:
-    """``_driver.rowwise`` on the GPU (its arguments, already parsed)."""
-    require_gpu()
-    if any(_driver.is_cuda_array(x) for x in (*arrays, out)):
-        return _device_call(
-            div, arrays, names, forms, reduction, normalize, validate, out, measures, axis
-        )
-    prep = _driver.prepare(arrays, names, axis)
-    if validate:
-        for view, name, form in zip(prep.views, names, forms, strict=True):
-            _driver.validate_rows(view, name, form, normalize, prep.compute, measures)
-    full = (*prep.batch, prep.k)
-    operands = [
-        _driver.Rows(v if v.shape == full else np.broadcast_to(v, full), prep.compute)
-        for v in prep.views
-    ]
-    call: Callable[..., None] = _Streamer(div, normalize, prep.compute)
-    return _driver.finish(prep, operands, call, reduction, out, arrays)
+def kernel_call(call: Call, compute: np.dtype) -> Callable[..., None]:
+    """Score host rows through the GPU (the backend interface of ``_driver``): chunks
+    staged into pinned buffers, on two streams."""
+    return _Streamer(call, compute)

@@ -247,26 +247,13 @@ def generalized_kl_term_fast(p, q, lp, lq, lr):
 # so a single pass can accumulate sum w_j (a l_pj + b l_qj) and sum w_j as the row goes
 # (rescaling both when a running maximum grows: the GPU's one-pass kernels). A probability
 # side has w_j = p_j and l_j = log p_j, with S = sum p_j when it is normalized, else S = 1 and
-# C = 0. Each divergence lists its moments as (weight side, a, b); ``<name>_from_moments``
+# C = 0. A divergence's spec lists its moments as (weight side, a, b) (``Terms.moments`` in
+# ``fastkl.divergences``); ``<name>_from_moments``
 # gives its value from the moments' values e1, e2 and the sides' masses mp, mq (1 for a
 # normalized side).
 
 MOMENT_P = 0  # the moment is weighted by p
 MOMENT_Q = 1  # by q
-
-#: divergence -> its moments, ((weight side, a, b), ...)
-MOMENTS = {
-    "kl": ((MOMENT_P, 1.0, -1.0),),
-    "sym_kl": ((MOMENT_P, 1.0, -1.0), (MOMENT_Q, 1.0, -1.0)),
-    "cross_entropy": ((MOMENT_P, 0.0, 1.0),),
-    "entropy": ((MOMENT_P, 1.0, 0.0),),
-    "generalized_kl": ((MOMENT_P, 1.0, -1.0),),
-}
-#: The divergences whose value reads the sides' masses (mp, mq) beside their moments.
-USES_MASSES = ("generalized_kl",)
-#: The divergences that are >= 0 between two normalized distributions (Gibbs' inequality):
-#: a value a rounding below 0 is clamped where both sides are normalized.
-NONNEGATIVE = ("kl", "sym_kl", "generalized_kl")
 
 
 def kl_from_moments(e1, e2, mp, mq):

@@ -34,11 +34,10 @@ import struct
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
-from numba.np.arrayobj import populate_array
 
 from ._config import JIT_OPTIONS
+from ._numba_shim import cgutils, populate_array
 
 # Leaf functions are not inlined at the numba IR level: LLVM inlines them into the loops (and
 # vectorizes those) at a fraction of the compile time that IR inlining costs.

@@ -28,12 +28,21 @@ from typing import Any
 
 import numpy as np
 
-#: The row-wise functions a unit can name (``js_distance`` runs ``js_div``'s kernels).
-ROWWISE = ("kl_div", "js_div", "sym_kl", "cross_entropy", "entropy", "generalized_kl")
+from .divergences import REGISTRY, lookup
+
+#: The row-wise functions a unit can name: one per set of kernels (``js_distance`` runs
+#: ``js_div``'s, and names its unit), from the registry.
+_FIRST = {spec.terms: spec.name for spec in reversed(REGISTRY)}  # the first name of each
+ROWWISE_TERMS = tuple(reversed(_FIRST))
+ROWWISE = tuple(_FIRST[t] for t in ROWWISE_TERMS)
+#: every row-wise function -> the unit that compiles its kernels
+_UNIT_OF = {
+    spec.name: next(s.name for s in REGISTRY if s.terms is spec.terms) for spec in REGISTRY
+}
 #: The other units: argument validation, the closed forms, pairwise scoring.
 OTHERS = ("validate", "bernoulli_kl", "gaussian_kl", "pairwise_kl")
 #: What the C library's functions run (``fastkl build-capi`` compiles these units).
-CAPI = ("kl_div", "js_div", "sym_kl", "cross_entropy", "entropy")
+CAPI = tuple(dict.fromkeys(_UNIT_OF[spec.name] for spec in REGISTRY if spec.in_capi))
 DTYPES = ("float32", "float64")
 #: A row long enough for the long-row mode (``_cpu.kl_mode``: 2 chunks of 32,768).
 LONG_K = 1 << 16
@@ -59,7 +68,7 @@ class Unit:
         if self.function not in ROWWISE:
             return f"{self.function} {self.dtype}"
         sides = "log" if self.p_log else "probs"
-        if self.function != "entropy":
+        if lookup(self.function).reads_q:
             sides += "/" + ("log" if self.q_log else "probs")
         return f"{self.function} {self.dtype} {sides}"
 
@@ -80,20 +89,20 @@ def units(
     chosen = list(ROWWISE + OTHERS) if functions is None else list(functions)
     kinds = list(DTYPES) if dtypes is None else list(dtypes)
     for name in chosen:
-        if name not in ROWWISE + OTHERS and name != "js_distance":
+        if name not in ROWWISE + OTHERS and name not in _UNIT_OF:
             known = ", ".join(ROWWISE + OTHERS)
             raise ValueError(f"functions: expected names among {known}, got {name!r}")
     for kind in kinds:
         if kind not in DTYPES:
             raise ValueError(f"dtypes: expected float32 or float64, got {kind!r}")
     result = []
-    for name in dict.fromkeys("js_div" if n == "js_distance" else n for n in chosen):
+    for name in dict.fromkeys(_UNIT_OF.get(n, n) for n in chosen):
         for kind in kinds:
             if name not in ROWWISE:
                 result.append(Unit(name, kind))
                 continue
             for p_log in (False, True):
-                for q_log in (False, True) if name != "entropy" else (False,):
+                for q_log in (False, True) if lookup(name).reads_q else (False,):
                     result.append(Unit(name, kind, p_log, q_log))
     # log sides carry more code (and KL more modes): start them first
     return sorted(result, key=lambda u: (-(u.p_log + u.q_log), u.function != "kl_div"))
@@ -150,7 +159,7 @@ def compile_unit(unit: Unit, *, reductions: bool = True) -> None:
                 p = _rows(n, k, kind, unit.p_log)
                 q = _rows(n, k, kind, unit.q_log)
                 for extra in options:
-                    if unit.function == "entropy":
+                    if not lookup(unit.function).reads_q:
                         function(p, p_form=p_form, **extra)
                     else:
                         function(p, q, p_form=p_form, q_form=q_form, **extra)
@@ -275,7 +284,7 @@ def notify_slow_compiles() -> None:
     global _installed
     if _installed:
         return
-    from numba.core import event
+    from ._numba_shim import event
 
     class _Listener(event.Listener):
         def on_start(self, ev: Any) -> None:

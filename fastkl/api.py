@@ -1,13 +1,23 @@
-"""Public functions: each describes its inputs and kernel; ``_driver`` does the rest."""
+"""Public functions: each names its divergence's spec; ``_driver`` does the rest.
+
+The row-wise functions share their keywords, and these are written once here: their types
+(:class:`Options`, what type checkers and IDEs read), their defaults and their documentation
+(:data:`KEYWORDS`). :func:`rowwise` turns a short declaration (a name, a docstring with the
+function's own formula, notes and examples) into a real function with the full signature, so
+``help()``, ``inspect.signature`` and the documentation see every keyword.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _cpu, _cpu_family, _driver, _warmup
+from . import _driver, _prepare, _warmup
+from .divergences import Divergence, lookup
 
 _warmup.notify_slow_compiles()  # a first call that compiles says so
 
@@ -15,106 +25,241 @@ Form = Literal["probs", "log_probs", "logits"]
 Reduction = Literal["none", "sum", "mean"]
 Device = Literal["cpu", "cuda"]
 
-# Documentation shared by the row-wise functions (kl_div's wording, which is theirs too).
-_ROWWISE_PARAMS = """\
-    Parameters
-    ----------
-    p, q : array_like
-        The distributions P (the reference, "target") and Q (the approximation): float16
-        (computed in float32), float32 or float64 arrays, numpy memmaps or anything with
-        ``__array__``. Both have the same length ``k >= 1`` along ``axis``; all other
-        dimensions broadcast by numpy's rules, without copies: one reference row ``q`` of
-        shape ``(k,)`` scores against every row of ``p`` of shape ``(n, k)``. Strided,
-        sliced and Fortran-ordered inputs are read in place or a bounded block of rows at a
-        time.
-    p_form, q_form : {"probs", "log_probs", "logits"}
-        How each side is given: probabilities, natural-log probabilities, or unnormalized
-        log-scores (a log-softmax along ``axis`` is fused into the kernel, never
-        materialized). Each side independently.
-    axis : int
-        The axis along which each distribution lies.
-    reduction : {"none", "sum", "mean"}
-        "none": an array of the inputs' broadcast shape without ``axis`` (a numpy scalar when
-        that shape is ``()``). "sum": the sum over all distributions. "mean": the mean over
-        distributions (torch's ``reduction="batchmean"`` for 2-d inputs, Keras's
-        ``"sum_over_batch_size"``); NaN for an empty batch. Reductions return a numpy scalar of
-        the result dtype, summed in float64 in a fixed order (the same total for any chunking).
-    base : float, optional
-        Logarithm base: None for nats, 2 for bits, any finite base > 0 and != 1.
-    eps : float, optional
-        A float in (0, 1): clip both probabilities to ``[eps, 1]`` first, as Keras's
-        ``kl_divergence`` does with ``eps=1e-7`` (for log forms, the log-probabilities are
-        clipped to ``[log(eps), 0]``). None (the default) keeps the exact semantics.
-    normalize : bool
-        Divide each probability row by its sum first (what ``scipy.stats.entropy`` and
-        torchmetrics do). For ``log_probs`` it subtracts the row's log-sum-exp (the row is then
-        read as logits); logits are normalized anyway. Normalization comes before clipping.
-    validate : bool
-        Check the inputs first (one extra pass) and raise ValueError naming the first invalid
-        row: a NaN, a negative probability, a +inf log-probability or logit, or a row whose
-        total probability differs from 1 by more than ``max(1e-6, sqrt(k) * finfo(dtype).eps)``
-        (``dtype`` being that input's, so about 1e-6 for float32 rows of 64 and 4e-5 for
-        100,000). With ``normalize=True`` probability rows only need a positive sum.
-    out : ndarray, optional
-        For ``reduction="none"``: an array of the result's shape and dtype, writable and not
-        overlapping the inputs, filled and returned (on the GPU: any CUDA array).
-    device : {None, "cpu", "cuda"}
-        Where to compute. None (the default): on the GPU when an input or ``out`` exposes
-        ``__cuda_array_interface__`` (numba device arrays, CuPy arrays, PyTorch CUDA tensors),
-        read in place, with the rows returned as a numba device array; else on the CPU.
-        "cuda" with numpy inputs streams them through the GPU in row chunks (inputs larger
-        than the GPU's memory work) and returns numpy results. Reductions return a numpy
-        scalar either way. Needs the ``cuda`` extra and an NVIDIA GPU (RuntimeError
-        otherwise).
 
-"""
-_ROWWISE_RETURNS = """\
-    Returns
-    -------
-    ndarray or numpy scalar
-        float64 if either input is float64, else float32. Rows accumulate in float64.
-
-    Raises
-    ------
-    TypeError
-        A non-floating input (integer, bool, complex, object), or an option of the wrong type.
-    ValueError
-        Mismatched lengths along ``axis``, shapes that do not broadcast, 0-d inputs, ``k == 0``,
-        an unknown form or reduction, ``base <= 0`` or ``== 1``, ``eps`` outside (0, 1), an
-        ``out`` of the wrong shape or dtype or read-only or overlapping an input, and with
-        ``validate=True`` an invalid row.
-
-"""
+class _Common(TypedDict, total=False):
+    axis: int
+    reduction: Reduction
+    eps: float | None
+    normalize: bool
+    validate: bool
+    out: np.ndarray | None
+    device: Device | None
 
 
-def _doc(fn: Any) -> Any:
-    """Fill in the shared sections of a row-wise function's docstring."""
-    doc = fn.__doc__.replace("%(rowwise_params)s", _ROWWISE_PARAMS.strip())
-    fn.__doc__ = doc.replace("%(rowwise_returns)s", _ROWWISE_RETURNS.strip())
-    return fn
+class EntropyOptions(_Common, total=False):
+    """The keywords of a divergence of one side (entropy)."""
+
+    p_form: Form
+    base: float | None
 
 
-@_doc
-def kl_div(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+class DistanceOptions(_Common, total=False):
+    """The keywords of a divergence of two sides without a log base (TV, Hellinger)."""
+
+    p_form: Form
+    q_form: Form
+
+
+class Options(DistanceOptions, total=False):
+    """The keywords of a divergence of two sides (KL, Jensen-Shannon, ...)."""
+
+    base: float | None
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A shared keyword: its default and its entry in the Parameters section."""
+
+    default: Any
+    doc: str
+
+
+#: The shared keywords in signature order, with their defaults and documentation.
+KEYWORDS: dict[str, Keyword] = {
+    "p_form": Keyword(
+        "probs",
+        """\
+p_form, q_form : {"probs", "log_probs", "logits"}
+    How each side is given: probabilities, natural-log probabilities, or unnormalized
+    log-scores (a log-softmax along ``axis`` is fused into the kernel, never
+    materialized). Each side independently.""",
+    ),
+    "q_form": Keyword("probs", ""),  # documented with p_form
+    "axis": Keyword(
+        -1,
+        """\
+axis : int
+    The axis along which each distribution lies.""",
+    ),
+    "reduction": Keyword(
+        "none",
+        """\
+reduction : {"none", "sum", "mean"}
+    "none": an array of the inputs' broadcast shape without ``axis`` (a numpy scalar when
+    that shape is ``()``). "sum": the sum over all distributions. "mean": the mean over
+    distributions (torch's ``reduction="batchmean"`` for 2-d inputs, Keras's
+    ``"sum_over_batch_size"``); NaN for an empty batch. Reductions return a numpy scalar of
+    the result dtype, summed in float64 in a fixed order (the same total for any chunking).""",
+    ),
+    "base": Keyword(
+        None,
+        """\
+base : float, optional
+    Logarithm base: None for nats, 2 for bits, any finite base > 0 and != 1.""",
+    ),
+    "eps": Keyword(
+        None,
+        """\
+eps : float, optional
+    A float in (0, 1): clip both probabilities to ``[eps, 1]`` first, as Keras's
+    ``kl_divergence`` does with ``eps=1e-7`` (for log forms, the log-probabilities are
+    clipped to ``[log(eps), 0]``). None (the default) keeps the exact semantics.""",
+    ),
+    "normalize": Keyword(
+        False,
+        """\
+normalize : bool
+    Divide each probability row by its sum first (what ``scipy.stats.entropy`` and
+    torchmetrics do). For ``log_probs`` it subtracts the row's log-sum-exp (the row is then
+    read as logits); logits are normalized anyway. Normalization comes before clipping.""",
+    ),
+    "validate": Keyword(
+        False,
+        """\
+validate : bool
+    Check the inputs first (one extra pass) and raise ValueError naming the first invalid
+    row: a NaN, a negative probability, a +inf log-probability or logit, or a row whose
+    total probability differs from 1 by more than ``max(1e-6, sqrt(k) * finfo(dtype).eps)``
+    (``dtype`` being that input's, so about 1e-6 for float32 rows of 64 and 4e-5 for
+    100,000). With ``normalize=True`` probability rows only need a positive sum.""",
+    ),
+    "out": Keyword(
+        None,
+        """\
+out : ndarray, optional
+    For ``reduction="none"``: an array of the result's shape and dtype, writable and not
+    overlapping the inputs, filled and returned (on the GPU: any CUDA array).""",
+    ),
+    "device": Keyword(
+        None,
+        """\
+device : {None, "cpu", "cuda"}
+    Where to compute. None (the default): on the GPU when an input or ``out`` exposes
+    ``__cuda_array_interface__`` (numba device arrays, CuPy arrays, PyTorch CUDA tensors),
+    read in place, with the rows returned as a numba device array; else on the CPU.
+    "cuda" with numpy inputs streams them through the GPU in row chunks (inputs larger
+    than the GPU's memory work) and returns numpy results. Reductions return a numpy
+    scalar either way. Needs the ``cuda`` extra and an NVIDIA GPU (RuntimeError
+    otherwise).""",
+    ),
+}
+
+_ARRAYS_DOC = {
+    ("p", "q"): """\
+p, q : array_like
+    The distributions P (the reference, "target") and Q (the approximation): float16
+    (computed in float32), float32 or float64 arrays, numpy memmaps or anything with
+    ``__array__``. Both have the same length ``k >= 1`` along ``axis``; all other
+    dimensions broadcast by numpy's rules, without copies: one reference row ``q`` of
+    shape ``(k,)`` scores against every row of ``p`` of shape ``(n, k)``. Strided,
+    sliced and Fortran-ordered inputs are read in place or a bounded block of rows at a
+    time.""",
+    ("p",): """\
+p : array_like
+    The distributions: float16 (computed in float32), float32 or float64 arrays, any
+    layout, the same inputs as :func:`kl_div` takes.""",
+}
+
+_RETURNS = """\
+Returns
+-------
+ndarray or numpy scalar
+    float64 if either input is float64, else float32. Rows accumulate in float64.
+
+Raises
+------
+TypeError
+    A non-floating input (integer, bool, complex, object), or an option of the wrong type.
+ValueError
+    Mismatched lengths along ``axis``, shapes that do not broadcast, 0-d inputs, ``k == 0``,
+    an unknown form or reduction, ``base <= 0`` or ``== 1``, ``eps`` outside (0, 1), an
+    ``out`` of the wrong shape or dtype or read-only or overlapping an input, and with
+    ``validate=True`` an invalid row."""
+
+
+def keywords(spec: Divergence) -> list[str]:
+    """The shared keywords that ``spec``'s function takes, in signature order."""
+    return [
+        name
+        for name in KEYWORDS
+        if (name != "q_form" or spec.reads_q) and (name != "base" or spec.uses_base)
+    ]
+
+
+def _indent(text: str) -> str:
+    return "\n".join(("    " + line) if line else line for line in text.splitlines())
+
+
+def _docstring(spec: Divergence, doc: str, arrays: tuple[str, ...]) -> str:
+    entries = [_ARRAYS_DOC[arrays]]
+    for name in keywords(spec):
+        if name == "p_form" and not spec.reads_q:
+            entries.append(
+                'p_form : {"probs", "log_probs", "logits"}\n'
+                "    How P is given (a log-softmax of logits is fused)."
+            )
+        elif KEYWORDS[name].doc:
+            entries.append(KEYWORDS[name].doc)
+    parameters = "Parameters\n----------\n" + "\n".join(entries)
+    formula = f".. math::\n\n    {spec.formula}"
+    return doc % {
+        "formula": _indent(formula).lstrip(),
+        "parameters": _indent(parameters).lstrip(),
+        "returns": _indent(_RETURNS).lstrip(),
+    }
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rowwise(name: str) -> Callable[[F], F]:
+    """Make the declared function ``name`` a row-wise function of the registry's spec.
+
+    The declaration gives the positional arrays and the docstring (with ``%(formula)s``,
+    ``%(parameters)s`` and ``%(returns)s`` filled from the spec and :data:`KEYWORDS`); the
+    result is a new function with the full keyword signature that calls the driver.
+    """
+    spec = lookup(name)
+
+    def make(declared: F) -> F:
+        arrays = ("p", "q") if spec.reads_q else ("p",)
+        kws = keywords(spec)
+        params = ", ".join(arrays) + ", *, " + ", ".join(f"{k}=_D[{k!r}]" for k in kws)
+        options = ", ".join(f"{k!r}: {k}" for k in kws)
+        source = (
+            f"def {name}({params}):\n"
+            f"    return _rowwise(_SPEC, ({', '.join(arrays)},), {{{options}}})\n"
+        )
+        namespace: dict[str, Any] = {
+            "_D": {k: KEYWORDS[k].default for k in kws},
+            "_SPEC": spec,
+            "_rowwise": _driver.rowwise,
+        }
+        exec(source, namespace)  # a real function: its signature is the keywords' own
+        fn = namespace[name]
+        hints = {**Options.__annotations__, **EntropyOptions.__annotations__}
+        fn.__annotations__ = {
+            **dict.fromkeys(arrays, "ArrayLike"),
+            **{k: getattr(hints[k], "__forward_arg__", hints[k]) for k in kws},
+            "return": "Any",
+        }
+        fn.__module__ = declared.__module__
+        fn.__qualname__ = declared.__qualname__
+        fn.__doc__ = _docstring(spec, declared.__doc__ or "", arrays)
+        fn.spec = spec  # the registry's entry, for the backends' and the docs' readers
+        return fn
+
+    return make
+
+
+# --- the row-wise functions ------------------------------------------------------------------
+
+
+@rowwise("kl_div")
+def kl_div(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Kullback-Leibler divergence D(P || Q) of every distribution along ``axis``.
 
-    .. math::
-
-        D(P \,\|\, Q) = \sum_j p_j \log \frac{p_j}{q_j}
+    %(formula)s
 
     with the exact conventions: a term is 0 where :math:`p_j = 0` (also where :math:`q_j = 0`
     or :math:`\log q_j = -\infty`), :math:`+\infty` where :math:`p_j > 0` and :math:`q_j = 0`,
@@ -122,9 +267,9 @@ def kl_div(
     :math:`0 \log 0` or :math:`0 \cdot (-\infty)` (``torch.nn.functional.kl_div`` returns NaN
     there; this returns the true value). Negative probabilities give NaN.
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     See Also
     --------
@@ -148,111 +293,22 @@ def kl_div(
     >>> fastkl.kl_div([[2.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]], p_form="logits", q_form="logits")
     array([0.26621671])
     """
-    p_code = _driver.parse_form(p_form, "p_form")
-    q_code = _driver.parse_form(q_form, "q_form")
-    divisor = _driver.parse_base(base)
-    eps_value = _driver.parse_eps(eps)
-    normalize = _driver.parse_bool(normalize, "normalize")
-    validate = _driver.parse_bool(validate, "validate")
-
-    def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
-        (pb, ldp), (qb, ldq) = rows
-        mode, kernel = _cpu.kl_kernel(
-            p_code, q_code, target.shape[0], k, ldp, ldq, normalize, eps_value
-        )
-        if mode == "flat":
-            kernel(pb, ldp, qb, ldq, k, divisor, target)
-        else:
-            kernel(pb, ldp, qb, ldq, k, p_code, q_code, normalize, eps_value, divisor, target)
-
-    return _driver.rowwise(
-        kernel_call,
-        (p, q),
-        ("p", "q"),
-        (p_code, q_code),
-        axis=axis,
-        reduction=reduction,
-        normalize=normalize,
-        validate=validate,
-        out=out,
-        device=device,
-        divergence=_driver.Divergence(
-            "kl", p_code, q_code, eps_value, divisor, _cpu_family.POST_NONE
-        ),
-    )
 
 
-# --- the divergence family ------------------------------------------------------------------
-
-
-def _family(
-    name: str,
-    arrays: tuple[Any, ...],
-    options: dict[str, Any],
-    post: int = _cpu_family.POST_NONE,
-) -> Any:
-    """The common call of the family: parse the options (a public function's keyword
-    arguments, as its ``locals()``), pick the kernel, run the driver."""
-    p_code = _driver.parse_form(options["p_form"], "p_form")
-    q_code = _driver.parse_form(options["q_form"], "q_form") if len(arrays) == 2 else p_code
-    divisor = _driver.parse_base(options["base"])
-    eps_value = _driver.parse_eps(options["eps"])
-    normalize = _driver.parse_bool(options["normalize"], "normalize")
-    validate = _driver.parse_bool(options["validate"], "validate")
-    kernel = _cpu_family.family_kernel(name, p_code != _cpu.PROBS, q_code != _cpu.PROBS)
-
-    def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
-        (pb, ldp), (qb, ldq) = rows if len(rows) == 2 else rows * 2  # entropy reads p only
-        kernel(pb, ldp, qb, ldq, k, p_code, q_code, normalize, eps_value, divisor, post, target)
-
-    names = ("p", "q")[: len(arrays)]
-    return _driver.rowwise(
-        kernel_call,
-        arrays,
-        names,
-        (p_code, q_code)[: len(arrays)],
-        axis=options["axis"],
-        reduction=options["reduction"],
-        normalize=normalize,
-        validate=validate,
-        out=options["out"],
-        measures=name == "generalized_kl",
-        device=options["device"],
-        divergence=_driver.Divergence(name, p_code, q_code, eps_value, divisor, post),
-    )
-
-
-@_doc
-def js_div(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("js_div")
+def js_div(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Jensen-Shannon divergence of every pair of distributions along ``axis``.
 
-    .. math::
-
-        \mathrm{JS}(P, Q) = \tfrac12 D(P \,\|\, M) + \tfrac12 D(Q \,\|\, M),
-        \qquad M = \tfrac12 (P + Q)
+    %(formula)s
 
     in one pass: M is never formed. Symmetric, bounded by :math:`\log 2` (1 with ``base=2``)
     for distributions, and finite whatever the zeros: a term is 0 where its weight is 0. A
     NaN in a row makes the row NaN; negative probabilities give NaN. Rounding never makes a
     row negative (it is clamped at 0, NaN kept).
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     See Also
     --------
@@ -266,39 +322,22 @@ def js_div(
     >>> fastkl.js_div([[0.1, 0.9], [0.5, 0.5]], [0.4, 0.6])
     array([0.06328782, 0.00505939])
     """
-    return _family("js", (p, q), locals(), _cpu_family.POST_CLAMP)
 
 
-@_doc
-def js_distance(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("js_distance")
+def js_distance(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Jensen-Shannon distance: the square root of :func:`js_div`, a metric.
 
-    .. math::
-
-        \sqrt{\mathrm{JS}(P, Q)}
+    %(formula)s
 
     The divergence is clamped at 0 before the root, so rounding never gives NaN on
     near-identical rows (``scipy.spatial.distance.jensenshannon`` can: scipy issues 20083
     and 20779). ``base`` applies to the divergence, as in scipy. Reductions average or sum
     the distances.
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     Examples
     --------
@@ -308,37 +347,20 @@ def js_distance(
     >>> round(float(fastkl.js_distance([1.0, 0.0], [0.0, 1.0], base=2)), 12)
     1.0
     """
-    return _family("js", (p, q), locals(), _cpu_family.POST_SQRT)
 
 
-@_doc
-def sym_kl(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("sym_kl")
+def sym_kl(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Symmetric (Jeffreys) divergence D(P || Q) + D(Q || P), in one pass.
 
-    .. math::
-
-        J(P, Q) = \sum_j (p_j - q_j) \log \frac{p_j}{q_j}
+    %(formula)s
 
     A term is 0 where both :math:`p_j` and :math:`q_j` are 0 and :math:`+\infty` where
     exactly one of them is; a NaN in a row makes the row NaN.
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     Examples
     --------
@@ -348,38 +370,21 @@ def sym_kl(
     >>> fastkl.sym_kl([0.5, 0.5, 0.0], [0.5, 0.0, 0.5])
     np.float64(inf)
     """
-    return _family("sym_kl", (p, q), locals())
 
 
-@_doc
-def cross_entropy(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("cross_entropy")
+def cross_entropy(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Cross-entropy H(P, Q) of every pair of distributions along ``axis``.
 
-    .. math::
-
-        H(P, Q) = -\sum_j p_j \log q_j = H(P) + D(P \,\|\, Q)
+    %(formula)s
 
     A term is 0 where :math:`p_j = 0` (whatever :math:`q_j`) and :math:`+\infty` where
     :math:`p_j > 0` and :math:`q_j = 0`. With ``q_form="logits"`` this is the softmax
     cross-entropy loss against soft (or one-hot) targets P, fused.
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     Examples
     --------
@@ -389,41 +394,20 @@ def cross_entropy(
     >>> fastkl.cross_entropy([[1.0, 0.0, 0.0]], [[2.0, 1.0, 0.1]], q_form="logits")
     array([0.41703002])
     """
-    return _family("cross_entropy", (p, q), locals())
 
 
-def entropy(
-    p: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("entropy")
+def entropy(p: ArrayLike, **options: Unpack[EntropyOptions]) -> Any:
     r"""Shannon entropy H(P) of every distribution along ``axis``.
 
-    .. math::
-
-        H(P) = -\sum_j p_j \log p_j
+    %(formula)s
 
     with :math:`0 \log 0 = 0`; a NaN in a row makes the row NaN, a negative probability
     gives NaN.
 
-    Parameters
-    ----------
-    p : array_like
-        The distributions: float16 (computed in float32), float32 or float64, any layout.
-    p_form : {"probs", "log_probs", "logits"}
-        How P is given (a log-softmax of logits is fused).
-    axis, reduction, base, eps, normalize, validate, out, device
-        As for :func:`kl_div`.
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     See Also
     --------
@@ -437,33 +421,13 @@ def entropy(
     >>> fastkl.entropy([[1.0, 0.0], [0.25, 0.75]])
     array([0.        , 0.56233514])
     """
-    return _family("entropy", (p,), locals())
 
 
-entropy = _doc(entropy)
-
-
-@_doc
-def generalized_kl(
-    p: ArrayLike,
-    q: ArrayLike,
-    *,
-    p_form: Form = "probs",
-    q_form: Form = "probs",
-    axis: int = -1,
-    reduction: Reduction = "none",
-    base: float | None = None,
-    eps: float | None = None,
-    normalize: bool = False,
-    validate: bool = False,
-    out: np.ndarray | None = None,
-    device: Device | None = None,
-) -> Any:
+@rowwise("generalized_kl")
+def generalized_kl(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
     r"""Generalized KL divergence of nonnegative measures that need not sum to 1.
 
-    .. math::
-
-        D_g(P \,\|\, Q) = \sum_j \Big( p_j \log \frac{p_j}{q_j} - p_j + q_j \Big)
+    %(formula)s
 
     the row sum of ``scipy.special.kl_div`` and optax's ``generalized_kl_divergence``; it is
     :func:`kl_div` when both rows sum to 1, and >= 0 for any measures. A term is
@@ -471,9 +435,9 @@ def generalized_kl(
     :math:`q_j = 0`. ``validate=True`` checks signs and NaN but not the totals. (``base``
     divides the whole sum by :math:`\log` base.)
 
-    %(rowwise_params)s
+    %(parameters)s
 
-    %(rowwise_returns)s
+    %(returns)s
 
     Examples
     --------
@@ -481,43 +445,9 @@ def generalized_kl(
     >>> round(float(fastkl.generalized_kl([2.0, 0.0], [1.0, 3.0])), 12)  # 2 log 2 - 2 + 4
     3.38629436112
     """
-    return _family("generalized_kl", (p, q), locals())
 
 
 # --- closed forms -----------------------------------------------------------------------------
-
-
-def _closed_form(
-    kernel_call: Any, arrays: tuple[Any, ...], names: tuple[str, ...], axis: Any, reduction: Any
-) -> Any:
-    """Run a closed form's row kernel: its terms summed along ``axis`` (elementwise for None).
-
-    The parameters broadcast fully, the summed axis included (a scalar target activation
-    against a layer's activations), as views. Integer parameters (a mean of 0, a standard
-    deviation of 1) are read as float64.
-    """
-    converted = []
-    for x, name in zip(arrays, names, strict=True):
-        a = _driver.as_array(x, name)
-        converted.append(a.astype(np.float64) if a.dtype.kind in "iu" else a)
-    try:
-        converted = np.broadcast_arrays(*converted)
-    except ValueError:
-        shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, converted, strict=True))
-        raise ValueError(f"{', '.join(names)}: the shapes do not broadcast ({shapes})") from None
-    if axis is None:
-        converted = [a[..., np.newaxis] for a in converted]
-    return _driver.rowwise(
-        kernel_call,
-        converted,
-        names,
-        (_cpu.PROBS,) * len(arrays),
-        axis=-1 if axis is None else axis,
-        reduction=reduction,
-        normalize=False,
-        validate=False,
-        out=None,
-    )
 
 
 def bernoulli_kl(
@@ -566,13 +496,8 @@ def bernoulli_kl(
     >>> round(float(fastkl.bernoulli_kl([0.1, 0.1], [0.4, 0.4], axis=-1)), 12)
     0.452578322371
     """
-    divisor = _driver.parse_base(base)
-
-    def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
-        (pb, ldp), (qb, ldq) = rows
-        _cpu_family.CLOSED_KERNELS["bernoulli"](pb, ldp, qb, ldq, k, divisor, target)
-
-    return _closed_form(kernel_call, (p, q), ("p", "q"), axis, reduction)
+    divisor = _prepare.parse_base(base)
+    return _driver.closed_form("bernoulli", (p, q), ("p", "q"), axis, reduction, divisor)
 
 
 def gaussian_kl(
@@ -619,18 +544,9 @@ def gaussian_kl(
     >>> round(float(fastkl.gaussian_kl([0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0])), 12)
     0.5
     """
-
-    def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
-        (a, lda), (b, ldb), (c, ldc), (d, ldd) = rows
-        _cpu_family.CLOSED_KERNELS["gaussian"](a, lda, b, ldb, c, ldc, d, ldd, k, target)
-
-    return _closed_form(
-        kernel_call,
-        (mu_p, sigma_p, mu_q, sigma_q),
-        ("mu_p", "sigma_p", "mu_q", "sigma_q"),
-        axis,
-        reduction,
-    )
+    arrays = (mu_p, sigma_p, mu_q, sigma_q)
+    names = ("mu_p", "sigma_p", "mu_q", "sigma_q")
+    return _driver.closed_form("gaussian", arrays, names, axis, reduction)
 
 
 def vae_kl(
@@ -669,9 +585,4 @@ def vae_kl(
     >>> fastkl.vae_kl([[0.0, 0.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]])
     array([0. , 0.5])
     """
-
-    def kernel_call(rows: list[tuple[np.ndarray, int]], k: int, target: np.ndarray) -> None:
-        (a, lda), (b, ldb) = rows
-        _cpu_family.CLOSED_KERNELS["vae"](a, lda, b, ldb, k, 1.0, target)
-
-    return _closed_form(kernel_call, (mu, logvar), ("mu", "logvar"), axis, reduction)
+    return _driver.closed_form("vae", (mu, logvar), ("mu", "logvar"), axis, reduction)

@@ -14,6 +14,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .divergences import REGISTRY, lookup
+
+#: ``fastkl score --divergence``: the divergences of two sides, by their public names
+_SCORED = tuple(spec.cli_name for spec in REGISTRY if spec.cli_name is not None)
+
+
+def _divergence(text: str) -> str:
+    """``--divergence``'s value as the function's public name (aliases accepted)."""
+    try:
+        name = lookup(text).cli_name
+    except ValueError:
+        name = None
+    if name is None:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(_SCORED)}, got {text!r}")
+    return name
+
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,8 +198,10 @@ def score(args: argparse.Namespace) -> int:
     def start(p: Any, q: Any) -> None:
         nonlocal bar
         if not args.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the progress extra: no bar without it
+                return
             bar = tqdm(
                 total=p.n, unit="rows", unit_scale=True, dynamic_ncols=True, file=sys.stderr
             )
@@ -348,9 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--q-form", choices=forms, default="probs", help="how Q is given")
     p_score.add_argument(
         "--divergence",
-        choices=("kl", "js", "sym", "cross_entropy"),
-        default="kl",
-        help="kl_div (default), js_div, sym_kl or cross_entropy",
+        type=_divergence,
+        default="kl_div",
+        metavar="NAME",
+        help=f"{', '.join(_SCORED)} (default kl_div; kl, js and sym still work)",
     )
     p_score.add_argument("--base", type=float, default=None, help="log base (default: nats)")
     p_score.add_argument("--eps", type=float, default=None, help="clip probabilities to [eps, 1]")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _driver, api
+from . import _prepare, api
 
 __all__ = [
     "keras_kl_divergence",
@@ -57,19 +57,19 @@ def _array(
     try:
         a = np.asarray(x)
     except Exception:
-        return _driver.as_float_array(x, name)  # raises the driver's error under ``name``
+        return _prepare.as_float_array(x, name)  # raises the driver's error under ``name``
     if ints_as is not None and a.dtype.kind in "biu":
         a = a.astype(ints_as)
     if allow_0d and a.ndim == 0:
-        _driver.as_float_array(a.reshape(1), name)  # the dtype check alone
+        _prepare.as_float_array(a.reshape(1), name)  # the dtype check alone
         return a
-    return _driver.as_float_array(a, name)
+    return _prepare.as_float_array(a, name)
 
 
 def _check_rows(arrays: Sequence[np.ndarray], names: Sequence[str], axis: Any) -> None:
     """The driver's shape checks (same length along ``axis``, broadcastable), under the peer's
     names; the arrays are then handed to ``api`` as they are."""
-    _driver.prepare(arrays, names, axis)
+    _prepare.prepare(arrays, names, axis)
 
 
 def _choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
@@ -79,9 +79,9 @@ def _choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
 
 
 def _keepdims(result: Any, axis: int, ndim: int, keepdims: Any) -> Any:
-    if not _driver.parse_bool(keepdims, "keepdims"):
+    if not _prepare.parse_bool(keepdims, "keepdims"):
         return result
-    return np.expand_dims(result, _driver.parse_axis(axis, ndim))
+    return np.expand_dims(result, _prepare.parse_axis(axis, ndim))
 
 
 # --- torch ----------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def torch_kl_div(
     array([ 0.        ,  0.34657359, -0.20273255])
     """
     reduction = _choice(reduction, "reduction", ("mean", "batchmean", "sum", "none"))
-    log_target = _driver.parse_bool(log_target, "log_target")
+    log_target = _prepare.parse_bool(log_target, "log_target")
     x = _array(input, "input", allow_0d=True)
     t = _array(target, "target", allow_0d=True)
     try:
@@ -338,8 +338,8 @@ def mxnet_kl_div_loss(
     >>> mxnet_kl_div_loss(log_q, p, mean_over_classes=True)  # MXNet < 1.8: KL / 4
     array([0.02494837])
     """
-    from_logits = _driver.parse_bool(from_logits, "from_logits")
-    mean_over_classes = _driver.parse_bool(mean_over_classes, "mean_over_classes")
+    from_logits = _prepare.parse_bool(from_logits, "from_logits")
+    mean_over_classes = _prepare.parse_bool(mean_over_classes, "mean_over_classes")
     if weight is not None and (
         isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.number))
     ):
@@ -351,7 +351,7 @@ def mxnet_kl_div_loss(
     loss = api.kl_div(t, x, q_form=q_form, axis=axis)
     # log(label + 1e-12) - log(label) = 1e-12 / label to first order: 1e-12 per positive label
     ndim = max(x.ndim, t.ndim)
-    ax = _driver.parse_axis(axis, ndim)
+    ax = _prepare.parse_axis(axis, ndim)
     t = t[(np.newaxis,) * (ndim - t.ndim)]  # axis counts the same dimensions as in ``loss``
     loss = loss + np.count_nonzero(t > 0, axis=ax) * loss.dtype.type(MXNET_LABEL_EPS)
     if mean_over_classes:
@@ -427,7 +427,7 @@ def scipy_entropy(
     arrays = (p,) if qk is None else (p, _array(qk, "qk", ints_as=np.float64))
     names = ("pk", "qk")[: len(arrays)]
     ndim = max(a.ndim for a in arrays)
-    ax = _driver.parse_axis(axis, max(ndim, 1))
+    ax = _prepare.parse_axis(axis, max(ndim, 1))
     aligned = [a[(np.newaxis,) * (ndim - a.ndim)] for a in arrays]
     if ndim > 0 and any(a.shape[ax] == 0 for a in aligned):
         # no entries: scipy sums nothing, 0.0 per distribution
@@ -682,7 +682,7 @@ def torchmetrics_kl_divergence(
     >>> torchmetrics_kl_divergence(counts_p, counts_q, reduction="none")  # rows normalized
     array([0.13081204])
     """
-    log_prob = _driver.parse_bool(log_prob, "log_prob")
+    log_prob = _prepare.parse_bool(log_prob, "log_prob")
     reduction = _choice(reduction, "reduction", ("mean", "sum", "none", None))
     pa = _array(p, "p")
     qa = _array(q, "q")

@@ -189,14 +189,9 @@ def _parse_features(flat: str) -> dict[str, bool]:
 def _target_features() -> str:
     """The feature string numba hands LLVM for CPU code: its own override, else the host's
     (minus AVX when numba disables it, which numba's helper applies)."""
-    if numba.config.CPU_FEATURES is not None:
-        return numba.config.CPU_FEATURES
-    try:
-        from numba.core.codegen import get_host_cpu_features
+    from ._numba_shim import host_cpu_features
 
-        return get_host_cpu_features()
-    except ImportError:  # a numba that moved the helper: the host's, unfiltered
-        return llvm.get_host_cpu_features().flatten()
+    return host_cpu_features()
 
 
 def _simd() -> dict[str, Any]:
@@ -256,7 +251,9 @@ def _cache() -> dict[str, Any]:
 def _cuda_device_info(cuda: Any, section: dict[str, Any]) -> None:
     """Fill in the devices and versions from a CUDA driver that loaded. Each query on its own:
     a missing runtime library must not hide the device name."""
-    drv = importlib.import_module("numba.cuda.cudadrv.driver").driver
+    from ._numba_shim import cuda_driver
+
+    drv = cuda_driver()
     section["device_count"] = drv.get_device_count()
     if section["device_count"]:
         device = drv.get_device(0)  # no context is created: the GPU's memory is left alone
@@ -405,7 +402,7 @@ def _capi() -> dict[str, Any]:
     if numba.config.DISABLE_JIT:
         problems.insert(0, "NUMBA_DISABLE_JIT is set")
     if cffi_version is None:
-        problems.append("cffi is not installed")
+        problems.append('cffi is not installed (pip install "fastkl[capi]")')
     if compiler_path is None:
         problems.append(f"no C compiler ({compiler or 'CC'} not found)")
     if problems:

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike
 
-from . import _config, _driver
+from . import _config, _prepare
 from ._config import JIT_OPTIONS
 from .api import entropy, kl_div
 
@@ -204,8 +204,8 @@ class _Scorer:
         self.p_form = p_form
         self.q_form = q_form
         self.base, self.eps = base, eps
-        self.divisor = _driver.parse_base(base)
-        self.eps_value = _driver.parse_eps(eps)
+        self.divisor = _prepare.parse_base(base)
+        self.eps_value = _prepare.parse_eps(eps)
         # +inf / log(base): -inf for a base below 1, as kl_div gives
         self.inf = math.inf if self.divisor > 0 else -math.inf
         any64 = P.dtype.itemsize == 8 or Q.dtype.itemsize == 8
@@ -246,7 +246,7 @@ def _even(n: int, most: int) -> int:
 
 def _as_matrix(x: Any, name: str) -> tuple[np.ndarray, bool]:
     """``x`` as a 2-d float array of rows (a 1-d input is one row), and whether it was 1-d."""
-    a = _driver.as_float_array(x, name)
+    a = _prepare.as_float_array(x, name)
     if a.ndim > 2:
         raise ValueError(
             f"{name}: expected a 2-d array of distributions (rows) or one 1-d distribution, "
@@ -256,8 +256,8 @@ def _as_matrix(x: Any, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _setup(P, Q, p_form, q_form, base, eps) -> tuple[_Scorer, bool, bool]:
-    _driver.parse_form(p_form, "p_form")
-    _driver.parse_form(q_form, "q_form")
+    _prepare.parse_form(p_form, "p_form")
+    _prepare.parse_form(q_form, "q_form")
     P2, p1 = _as_matrix(P, "P")
     Q2, q1 = _as_matrix(Q, "Q")
     if P2.shape[1] != Q2.shape[1]:
@@ -376,7 +376,7 @@ def pairwise_kl(
     shape = {(False, False): (n, m), (True, False): (m,), (False, True): (n,), (True, True): ()}
     shape = shape[(p1, q1)]
     if out is not None:
-        _driver.check_out(out, shape, scorer.dtype, (P, Q))
+        _prepare.check_out(out, shape, scorer.dtype, (P, Q))
         result = out
     else:
         result = np.empty(shape, scorer.dtype)

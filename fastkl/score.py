@@ -19,16 +19,31 @@ from typing import Any
 
 import numpy as np
 
-from . import _driver, api
+from . import _prepare, api
+from .divergences import REGISTRY, lookup
 from .files import NpySource, RowSink, RowSource, open_rows, open_sink, parse_output
 
-#: ``--divergence`` names and the row-wise functions they run.
+#: ``--divergence`` names and the row-wise functions they run: every divergence of two sides
+#: in the registry, by its public name (:func:`resolve` also takes the aliases).
 DIVERGENCES: dict[str, Callable[..., Any]] = {
-    "kl": api.kl_div,
-    "js": api.js_div,
-    "sym": api.sym_kl,
-    "cross_entropy": api.cross_entropy,
+    spec.cli_name: getattr(api, spec.name) for spec in REGISTRY if spec.cli_name is not None
 }
+
+
+def resolve(divergence: Any) -> str:
+    """The public name of ``--divergence`` ``divergence`` (a name or an alias such as "kl"),
+    or a ValueError listing the names."""
+    spec = None
+    try:
+        spec = lookup(divergence)
+    except ValueError:
+        pass
+    if spec is None or spec.cli_name not in DIVERGENCES:
+        names = ", ".join(map(repr, DIVERGENCES))
+        raise ValueError(f"divergence: expected one of {names}, got {divergence!r}")
+    return spec.cli_name
+
+
 DEVICES = ("cpu", "cuda")
 
 #: Bytes of P a chunk spans by default when the inputs are decoded into memory (.npz, Parquet,
@@ -88,7 +103,7 @@ class _Stats:
     """Running min, max, mean (over non-NaN rows) and inf/NaN counts of the row values."""
 
     def __init__(self) -> None:
-        self.total = _driver.RowSum()
+        self.total = _prepare.RowSum()
         self.low = math.inf
         self.high = -math.inf
         self.inf_count = 0
@@ -140,7 +155,7 @@ def score_files(
     q: str,
     out: str | None = None,
     *,
-    divergence: str = "kl",
+    divergence: str = "kl_div",
     p_form: str = "probs",
     q_form: str = "probs",
     base: float | None = None,
@@ -164,9 +179,11 @@ def score_files(
         the default is the function's name, e.g. ``kl_div``). Required for
         ``reduction="none"``; with a reduction it receives the single value. Written
         atomically: on any error or interruption no file appears at ``out``.
-    divergence : {"kl", "js", "sym", "cross_entropy"}
-        :func:`fastkl.kl_div`, :func:`fastkl.js_div`, :func:`fastkl.sym_kl` or
-        :func:`fastkl.cross_entropy`.
+    divergence : str
+        The row-wise function of two sides to run, by its name: "kl_div" (the default),
+        "js_div", "js_distance", "sym_kl", "cross_entropy", "generalized_kl", ... (every
+        divergence of two sides in :mod:`fastkl.divergences`; the aliases "kl", "js" and
+        "sym" still work).
     p_form, q_form, base, eps, reduction
         As in the row-wise functions. Reductions are summed in float64 in a fixed order and
         equal the in-memory function's result bit for bit, whatever ``chunk_rows``.
@@ -208,14 +225,11 @@ def score_files(
     >>> s.rows, s.nan_count, round(s.max, 8)
     (2, 0, 0.22628916)
     """
-    function = DIVERGENCES.get(divergence)
-    if function is None:
-        raise ValueError(
-            f"divergence: expected one of {', '.join(map(repr, DIVERGENCES))}, got {divergence!r}"
-        )
+    divergence = resolve(divergence)
+    function = DIVERGENCES[divergence]
     if device not in DEVICES:
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
-    reduction = _driver.parse_reduction(reduction)
+    reduction = _prepare.parse_reduction(reduction)
     options = {
         "p_form": p_form,
         "q_form": q_form,

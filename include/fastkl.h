@@ -1,5 +1,6 @@
-/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef by
- * `fastkl build-capi --header-only --outdir .`: edit that file, not this one. */
+/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef and the divergence
+ * registry (fastkl/divergences.py) by `fastkl build-capi --header-only --outdir .`: edit
+ * those files, not this one. */
 #ifndef FASTKL_H
 #define FASTKL_H
 
@@ -44,23 +45,23 @@ extern "C" {
 #define FASTKL_LOG_PROBS 1         /* natural-log probabilities */
 #define FASTKL_LOGITS 2            /* unnormalized log-scores: a log-softmax is applied to each row */
 
-/* KL(p || q) = sum_j p_j log(p_j / q_j). */
+/* Kullback-Leibler divergence D(P || Q). */
 int fastkl_kl_div_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
 int fastkl_kl_div_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
-/* Jensen-Shannon divergence: (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2. */
+/* Jensen-Shannon divergence. */
 int fastkl_js_div_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
 int fastkl_js_div_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
-/* Symmetric KL (Jeffreys): KL(p || q) + KL(q || p). */
+/* Jeffreys divergence D(P || Q) + D(Q || P). */
 int fastkl_sym_kl_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
 int fastkl_sym_kl_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
-/* Cross-entropy: -sum_j p_j log q_j. */
+/* Cross-entropy H(P, Q) = H(P) + D(P || Q). */
 int fastkl_cross_entropy_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
 int fastkl_cross_entropy_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
-/* Entropy: -sum_j p_j log p_j. */
+/* Shannon entropy H(P). */
 int fastkl_entropy_f32(const float *p, int64_t n, int64_t k, int64_t ldp, int p_form, float *out);
 int fastkl_entropy_f64(const double *p, int64_t n, int64_t k, int64_t ldp, int p_form, double *out);
 

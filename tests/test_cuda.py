@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from reference import assert_close, divergence_ref, random_probs
 
 import fastkl
+from fastkl.divergences import lookup
 
 SIM = bool(numba.config.ENABLE_CUDASIM)
 
@@ -317,7 +318,7 @@ def test_the_fast_kernel_flags_what_it_cannot_score_exactly(launches, monkeypatc
     n, k = p.shape
     width = launches.driver.vector_width([(dp, 1), (dq, 1)], k)
     kernel, _, block = kernels_.fast_kernel(
-        "kl", 0, 0, False, False, dtype == np.float32, k, width
+        lookup("kl_div").terms, 0, 0, False, False, dtype == np.float32, k, width
     )
     out = cuda.device_array(n, dtype)
     flags = cuda.to_device(np.zeros(n + 1, np.int64))
@@ -688,7 +689,7 @@ def test_bad_out_on_the_device(launches, rng):
 def test_validate_names_the_row_on_the_device(launches, rng, monkeypatch):
     cuda = launches.cuda
     # rows are checked on the host three at a time
-    monkeypatch.setattr(fastkl._driver._config, "BLOCK_BYTES", 3 * K * 8)
+    monkeypatch.setattr(fastkl._prepare._config, "BLOCK_BYTES", 3 * K * 8)
     p, q = random_probs(rng, (2, 5, K)), random_probs(rng, (2, 5, K))
     assert_close(
         host(fastkl.kl_div(cuda.to_device(p), cuda.to_device(q), validate=True)),
@@ -750,9 +751,9 @@ def test_streaming_uses_two_streams_and_small_chunks(launches, rng, monkeypatch)
     seen = []
     real = launches.driver._launch
 
-    def spy(div, normalize, p, ps, q, qs, out, stream=0):
+    def spy(call, p, ps, q, qs, out, stream=0):
         seen.append((id(stream), out.shape[0]))
-        real(div, normalize, p, ps, q, qs, out, stream)
+        real(call, p, ps, q, qs, out, stream)
 
     monkeypatch.setattr(launches.driver, "_launch", spy)
     p, q = random_probs(rng, (N, K)), random_probs(rng, (N, K))
@@ -930,7 +931,9 @@ def ptx(request):
 
     def compile_fast(name, p_form, q_form, dtype, k, width, normalize=False, clip=False):
         single = dtype != nt.float64
-        kernel, _, _ = _cuda.fast_kernel(name, p_form, q_form, normalize, clip, single, k, width)
+        kernel, _, _ = _cuda.fast_kernel(
+            lookup(name).terms, p_form, q_form, normalize, clip, single, k, width
+        )
         arr = nt.Array(dtype, 2, "A", readonly=True)
         out = nt.Array(nt.float32 if single else nt.float64, 1, "A")
         flags = nt.Array(nt.int64, 1, "C")
@@ -964,7 +967,7 @@ def ptx(request):
 @pytest.mark.parametrize(("name", "log_p", "log_q", "shape"), PTX_CASES, ids=str)
 def test_gpu_kernels_compile_for_an_h100(ptx, name, log_p, log_q, shape):
     k = 100 if shape == "warp" else 100_000
-    kernel, group, block = ptx.cuda.rows_kernel(name, bool(log_p), bool(log_q), k)
+    kernel, group, block = ptx.cuda.rows_kernel(lookup(name).terms, bool(log_p), bool(log_q), k)
     assert (group, block) == ((32, 256) if shape == "warp" else (512, 512))
     code = ptx.compile(kernel, ptx.types.float32)
     assert "shfl.sync.bfly" in code  # warp shuffles: the reduction the simulator cannot run
@@ -1009,7 +1012,7 @@ def test_the_exact_kernel_that_redoes_flagged_rows_compiles(ptx, shape):
     """The exact kernel as it runs after a fast one: the flagged rows' list, and a block-wide
     vote (``bar.red.or``) where it checks every row's value instead."""
     k = 100 if shape == "warp" else 100_000
-    kernel, _, _ = ptx.cuda.rows_kernel("kl", True, True, k, redo=True)
+    kernel, _, _ = ptx.cuda.rows_kernel(lookup("kl_div").terms, True, True, k, redo=True)
     code = ptx.compile(kernel, ptx.types.float32)
     assert "bar.red.or" in code and ".target sm_90" in code
 
@@ -1043,7 +1046,7 @@ def test_float32_kernels_load_16_bytes_and_compute_in_float32(ptx, name, p_form,
     ops = _ptx_ops(code)
     assert any(op.startswith("ld.global.nc.v4") for op in ops)
     assert not any(".local" in op for op in ops)
-    parts = ptx.cuda.fast_parts(name, p_form, q_form, False, False, True, 128, 4)
+    parts = ptx.cuda.fast_parts(lookup(name).terms, p_form, q_form, False, False, True, 128, 4)
     for part in ("ELEMENT", "STATS_ELEMENT"):
         if part in parts:
             element = ptx.compile_device(parts[part], ptx.types.float32)
@@ -1052,7 +1055,7 @@ def test_float32_kernels_load_16_bytes_and_compute_in_float32(ptx, name, p_form,
 
 def test_the_float32_check_can_fail(ptx):
     """The float64 kernels' per-element functions are float64: the check above sees them."""
-    parts = ptx.cuda.fast_parts("kl", 2, 2, False, False, False, 64, 2)
+    parts = ptx.cuda.fast_parts(lookup("kl_div").terms, 2, 2, False, False, False, 64, 2)
     element = ptx.compile_device(parts["ELEMENT"], ptx.types.float64)
     assert [op for op in _ptx_ops(element) if ".f64" in op]
 

@@ -116,10 +116,10 @@ def test_bad_dlpack_inputs_are_type_errors():
 def test_a_cuda_dlpack_tensor_is_never_copied_to_the_host():
     """A tensor on a CUDA device goes to the GPU path (a RuntimeError without a GPU) or, with
     device='cpu', is refused: never a silent copy."""
-    from fastkl import _driver
+    from fastkl import _prepare
 
     gpu = Producer(np.full(4, 0.25, np.float32), device=(_dlpack.CUDA, 0))
-    assert _driver.is_cuda_array(gpu)
+    assert _prepare.is_cuda_array(gpu)
     with pytest.raises(ValueError, match="device: p is a CUDA array but device='cpu'"):
         fastkl.kl_div(gpu, np.full(4, 0.25), device="cpu")
 

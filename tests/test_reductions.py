@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastkl
-from fastkl._driver import RowSum
+from fastkl._prepare import RowSum
 
 
 @given(

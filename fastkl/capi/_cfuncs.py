@@ -33,12 +33,13 @@ from typing import Any
 import numba
 import numpy as np
 from numba import carray, njit, types
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from .. import _config, _cpu, _cpu_family
-from .._config import JIT_OPTIONS, specialize
+from .. import _config, _cpu, _cpu_family, _numba_shim
+from .._config import JIT_OPTIONS, Unbound, specialize
 from .._math import PROBS
+from .._numba_shim import impl_ret_borrowed
+from ..divergences import REGISTRY, Divergence
 from . import _decl
 from ._decl import ERR_FORM, ERR_K, ERR_N, ERR_NULL, ERR_OVERFLOW, ERR_STRIDE, OK
 
@@ -113,15 +114,24 @@ def _check(n, k, ldp, ldq, p_form, q_form, itemsize):
 
 # --- which kernel: the Python driver's choice, made in nopython code ----------------------------
 
-FLAT = None
+# Placeholders of the runners, bound per divergence and form pair.
+FLAT = Unbound("KL's flat kernel (probabilities on both sides), or _flat_none")
+SPLIT = Unbound("KL's kernel that splits long rows across threads")
+PLAIN = Unbound("KL's kernel of rows without statistics")
+ROWS = Unbound("KL's kernel of rows")
+KERNEL = Unbound("the family's kernel of the divergence's terms")
+POST = Unbound("the divergence's post step (_math.POST_*)")
+PP = Unbound("the runner of probabilities against probabilities")
+PL = Unbound("the runner of probabilities against log-scores")
+LP = Unbound("the runner of log-scores against probabilities")
+LL = Unbound("the runner of log-scores against log-scores")
+RUN = Unbound("the divergence's runner (_t_pairs specialized)")
+ITEMSIZE = Unbound("the bytes of an element: 4 or 8")
 
 
 @njit(**_HELPER)
 def _flat_none(p, ldp, q, ldq, k, divisor, out):
     pass  # only probabilities on both sides reach the flat mode
-
-
-SPLIT = PLAIN = ROWS = None
 
 
 def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
@@ -140,18 +150,9 @@ def _t_kl_pair(p, ldp, q, ldq, k, p_form, q_form, out):
         ROWS(p, ldp, q, ldq, k, p_form, q_form, normalize, 0.0, 1.0, out)
 
 
-KERNEL = None
-
-
-POST = 0
-
-
 def _t_family_pair(p, ldp, q, ldq, k, p_form, q_form, out):
     post = np.int64(POST)  # typed as the driver's: not a literal
     KERNEL(p, ldp, q, ldq, k, p_form, q_form, np.bool_(False), 0.0, 1.0, post, out)
-
-
-PP = PL = LP = LL = None
 
 
 def _t_pairs(p, ldp, q, ldq, k, p_form, q_form, out):
@@ -168,21 +169,14 @@ def _t_pairs(p, ldp, q, ldq, k, p_form, q_form, out):
 
 _PAIRS = ((False, False), (False, True), (True, False), (True, True))
 
-#: C name stem -> the Python API's family name (None: kl_div's own kernels)
-DIVERGENCES = {
-    "kl_div": None,
-    "js_div": "js",
-    "sym_kl": "sym_kl",
-    "cross_entropy": "cross_entropy",
-    "entropy": "entropy",
-}
+#: the C functions' stem (``fastkl_js_div``) -> the divergence's spec
+EXPORTED = {spec.c_name: spec for spec in REGISTRY if spec.c_name is not None}
 
 
 @functools.cache  # one set of runners per divergence, shared by both dtypes and the warm-up
-def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
+def _pair_kernels(spec: Divergence) -> dict[tuple[bool, bool], dict[str, Any]]:
     """(log_p, log_q) -> the kernels that score that pair, by their role in the runners."""
-    name = DIVERGENCES[stem]
-    if name is None:
+    if spec.terms.own_kernels:
         return {
             pair: {
                 "FLAT": _cpu.kl_rows_flat if pair == (False, False) else _flat_none,
@@ -192,26 +186,23 @@ def _pair_kernels(stem: str) -> dict[tuple[bool, bool], dict[str, Any]]:
             }
             for pair in _PAIRS
         }
-    return {pair: {"KERNEL": _cpu_family.family_kernel(name, *pair)} for pair in _PAIRS}
+    return {pair: {"KERNEL": _cpu_family.family_kernel(spec.terms, *pair)} for pair in _PAIRS}
 
 
 @functools.cache
-def _rows_runner(stem: str):
-    """The nopython dispatch of divergence ``stem`` over the form pair and the mode."""
-    template = _t_family_pair if DIVERGENCES[stem] is not None else _t_kl_pair
+def _rows_runner(spec: Divergence):
+    """The nopython dispatch of divergence ``spec`` over the form pair and the mode."""
+    template = _t_kl_pair if spec.terms.own_kernels else _t_family_pair
+    stem = spec.name
     bindings = {}
-    for (log_p, log_q), kernels in _pair_kernels(stem).items():
+    for (log_p, log_q), kernels in _pair_kernels(spec).items():
         tag = f"{'l' if log_p else 'p'}{'l' if log_q else 'p'}"
-        post = {"POST": _cpu_family.POST_CLAMP if DIVERGENCES[stem] == "js" else 0}
-        runner = specialize(template, f"{stem}_{tag}_capi", {**kernels, **post})
+        runner = specialize(template, f"{stem}_{tag}_capi", {**kernels, "POST": spec.post_code})
         bindings[tag.upper()] = njit(**_HELPER)(runner)
     return njit(**_HELPER)(specialize(_t_pairs, f"{stem}_pairs_capi", bindings))
 
 
 # --- the cfuncs -------------------------------------------------------------------------------
-
-ITEMSIZE = 8
-RUN = None
 
 
 def _t_cfunc_pq(p, q, n, k, ldp, ldq, p_form, q_form, out):
@@ -267,10 +258,9 @@ def signature(function: _decl.Function) -> Any:
 
 def _pyfunc(function: _decl.Function):
     """The Python function compiled as the cfunc of a declared divergence."""
-    stem, dtype = function.name[len("fastkl_") : -4], function.name[-3:]
-    has_q = any(p.name == "q" for p in function.params)
-    bindings = {"RUN": _rows_runner(stem), "ITEMSIZE": 4 if dtype == "f32" else 8}
-    template = _t_cfunc_pq if has_q else _t_cfunc_p
+    spec, dtype = EXPORTED[function.name[:-4]], function.name[-3:]
+    bindings = {"RUN": _rows_runner(spec), "ITEMSIZE": 4 if dtype == "f32" else 8}
+    template = _t_cfunc_pq if spec.reads_q else _t_cfunc_p
     return specialize(template, f"{function.name}_cfunc", bindings)
 
 
@@ -290,9 +280,7 @@ def _set_threads_cfunc():
 
 def _machine() -> list[str]:
     """What numba's cache keys compiled code on: the target triple, the CPU and its features."""
-    from numba.core.registry import cpu_target
-
-    return [str(part) for part in cpu_target.target_context.codegen().magic_tuple()]
+    return _numba_shim.machine()
 
 
 def _ready_marker() -> str | None:

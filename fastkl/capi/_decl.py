@@ -1,6 +1,9 @@
-"""The C API's declarations, read from the one place they are written: ``fastkl.cdef``.
+"""The C API's declarations: ``fastkl.cdef`` and the divergence registry.
 
-Everything else derives from that file: the public header ``include/fastkl.h`` (the file with
+``fastkl.cdef`` holds the status codes, the forms and the functions that are not divergences;
+its ``@divergences`` line becomes one pair of prototypes (float32, float64) per divergence the
+registry exports (``fastkl.divergences``: ``Divergence.in_capi``), all of one signature.
+Everything else derives from that text: the public header ``include/fastkl.h`` (the file with
 an include guard and C++ linkage around it), the status codes and forms the cfuncs return and
 check, ``fastkl_strerror``'s messages, and the list of exported functions the library builder
 wraps. Only ``#define NAME <int> /* comment */`` lines and one-line prototypes are parsed.
@@ -13,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from .._math import LOG_PROBS, LOGITS, PROBS
+from ..divergences import REGISTRY
 
 CDEF_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastkl.cdef")
 
@@ -72,8 +76,29 @@ def _parse(text: str) -> tuple[dict[str, tuple[int, str]], tuple[Function, ...]]
     return defines, tuple(functions)
 
 
+_MARKER = re.compile(r"^/\* @divergences\b.*\*/\n", re.M)
+
+
+def _divergence_prototypes() -> str:
+    """The prototypes of the exported divergences, from the registry."""
+    blocks = []
+    for spec in REGISTRY:
+        if spec.c_name is None:
+            continue
+        lines = [f"/* {spec.summary}. */"]
+        for ctype, suffix in (("float", "f32"), ("double", "f64")):
+            if spec.reads_q:
+                sides = f"const {ctype} *p, const {ctype} *q, int64_t n, int64_t k, "
+                sides += "int64_t ldp, int64_t ldq, int p_form, int q_form"
+            else:
+                sides = f"const {ctype} *p, int64_t n, int64_t k, int64_t ldp, int p_form"
+            lines.append(f"int {spec.c_name}_{suffix}({sides}, {ctype} *out);")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
 with open(CDEF_PATH, encoding="utf-8") as _f:
-    CDEF = _f.read()
+    CDEF = _MARKER.sub(lambda m: _divergence_prototypes(), _f.read(), count=1)
 
 _DEFINES, FUNCTIONS = _parse(CDEF)
 
@@ -115,8 +140,9 @@ def header() -> str:
     """The text of ``include/fastkl.h``: the declarations, self-contained C99 and C++-ready."""
     body = CDEF.strip("\n")
     return (
-        "/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef by\n"
-        " * `fastkl build-capi --header-only --outdir .`: edit that file, not this one. */\n"
+        "/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef and the\n"
+        " * divergence registry (fastkl/divergences.py) by\n"
+        " * `fastkl build-capi --header-only --outdir .`: edit those files, not this one. */\n"
         "#ifndef FASTKL_H\n"
         "#define FASTKL_H\n"
         "\n"
