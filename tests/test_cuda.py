@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from reference import assert_close, divergence_ref, random_probs
 
 import fastkl
-from fastkl.divergences import lookup
+from fastkl.divergences import REGISTRY, lookup
 
 SIM = bool(numba.config.ENABLE_CUDASIM)
 
@@ -55,18 +55,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Grid size"),
 ]
 
-TWO_SIDED = ["kl_div", "js_div", "js_distance", "sym_kl", "cross_entropy", "generalized_kl"]
-FUNCTIONS = [*TWO_SIDED, "entropy"]
-#: public function -> (its divergence in tests/reference.py, post-processing)
-REFERENCE = {
-    "kl_div": "kl",
-    "js_div": "js",
-    "js_distance": "js",
-    "sym_kl": "sym_kl",
-    "cross_entropy": "cross_entropy",
-    "generalized_kl": "generalized_kl",
-    "entropy": "entropy",
-}
+TWO_SIDED = [spec.name for spec in REGISTRY if spec.reads_q]
+FUNCTIONS = [spec.name for spec in REGISTRY]
+#: public function -> its terms in tests/reference.py (the post step is the spec's)
+REFERENCE = {spec.name: spec.terms.tag for spec in REGISTRY}
+#: one public function per set of kernels
+KERNELS = list({spec.terms: spec.name for spec in reversed(REGISTRY)}.values())[::-1]
 # every form on each side (the options tests add normalized and clipped log forms)
 PAIRS = [
     ("probs", "probs"),
@@ -164,7 +158,7 @@ def inputs(rng, form, shape, dtype=np.float64):
 
 def call(name, p, q, p_form="probs", q_form="probs", **kw):
     fn = getattr(fastkl, name)
-    if name == "entropy":
+    if not lookup(name).reads_q:
         return fn(p, p_form=p_form, **kw)
     return fn(p, q, p_form=p_form, q_form=q_form, **kw)
 
@@ -172,11 +166,12 @@ def call(name, p, q, p_form="probs", q_form="probs", **kw):
 def reference(name, p, q, p_form="probs", q_form="probs", **kw):
     """The scipy reference in float64 (entropy: of p)."""
     p64, q64 = np.asarray(p, np.float64), np.asarray(q, np.float64)
-    forms = {"p_form": p_form, "q_form": p_form if name == "entropy" else q_form}
-    out = divergence_ref(REFERENCE[name], p64, p64 if name == "entropy" else q64, **forms, **kw)
-    if name in ("js_div", "js_distance"):
+    one_sided = not lookup(name).reads_q
+    forms = {"p_form": p_form, "q_form": p_form if one_sided else q_form}
+    out = divergence_ref(REFERENCE[name], p64, p64 if one_sided else q64, **forms, **kw)
+    if lookup(name).post != "none":
         out = np.maximum(out, 0.0)
-    return np.sqrt(out) if name == "js_distance" else out
+    return np.sqrt(out) if lookup(name).post == "sqrt" else out
 
 
 def host(x):
@@ -187,7 +182,9 @@ def host(x):
 def matrix():
     for name in FUNCTIONS:
         pairs = (
-            PAIRS if name != "entropy" else [(f, None) for f in ("probs", "log_probs", "logits")]
+            PAIRS
+            if lookup(name).reads_q
+            else [(f, None) for f in ("probs", "log_probs", "logits")]
         )
         for pair in pairs:
             yield name, pair
@@ -267,7 +264,7 @@ def test_every_input_dtype_against_float64(launches, widths, rng, dtype, k):
     vectors = ROW_CASES[k].endswith("vectors")
     for name in FUNCTIONS:
         pairs = FAST_PAIRS if vectors else FAST_PAIRS[1:2]
-        for p_form, q_form in pairs if name != "entropy" else [("logits", "probs")]:
+        for p_form, q_form in pairs if lookup(name).reads_q else [("logits", "probs")]:
             p = inputs(rng, p_form, (N, k)).astype(np_dtype)
             q = inputs(rng, q_form, (N, k)).astype(np_dtype)
             got = call(
@@ -371,7 +368,7 @@ def test_log_scores_are_read_once(launches, rng, monkeypatch, name, forms, passe
     cuda = launches.cuda
     got = call(name, cuda.to_device(p), cuda.to_device(q), *forms)
     assert_close(host(got), call(name, p, q, *forms), **TOL[np.float64])
-    sides = 1 if name == "entropy" else 2
+    sides = 1 if not lookup(name).reads_q else 2
     assert sum(loaded) == passes * sides * n * k
 
 
@@ -861,7 +858,7 @@ def test_gpu_equals_cpu_property(n, k, name, forms, dtype, options, warp_max_k, 
         if dtype != "f64":  # a float32 result: what overflows float32 is inf, as on the CPU
             cpu = call(name, p, q, *forms, **options).astype(np.float64)
             want = np.where(np.isinf(cpu) & np.isfinite(want), cpu, want)
-        if name == "js_distance":  # the divergence: a square root amplifies float32 rounding
+        if lookup(name).post == "sqrt":  # the sum: a square root amplifies float32 rounding
             got, want = np.square(got.astype(np.float64)), np.square(want)
         assert_close(got, want, **(tol if dtype != "f64" else {"rtol": 1e-10, "atol": 1e-13}))
     finally:
@@ -896,10 +893,8 @@ def test_importing_fastkl_never_loads_cuda():
 
 # --- the GPU's kernels, compiled for an H100 ----------------------------------------------------
 
-PTX_CASES = [
-    (name, lp, lq, "warp") for name in REFERENCE.values() for lp in (0, 1) for lq in (0, 1)
-]
-PTX_CASES = [*sorted(set(PTX_CASES)), ("kl", 1, 1, "block"), ("js", 0, 0, "block")]
+PTX_CASES = [(name, lp, lq, "warp") for name in KERNELS for lp in (0, 1) for lq in (0, 1)]
+PTX_CASES = [*PTX_CASES, ("kl_div", 1, 1, "block"), ("js_div", 0, 0, "block")]
 
 
 @pytest.fixture(scope="module")
@@ -1031,9 +1026,8 @@ def _ptx_ops(code):
 
 
 FAST_PTX = [
-    (name, p, q) for name in ("kl", "js", "sym_kl", "cross_entropy", "entropy", "generalized_kl")
-    for p, q in ((0, 0), (2, 2))
-] + [("kl", 0, 2), ("cross_entropy", 0, 2), ("kl", 2, 0)]  # fmt: skip
+    (name, p, q) for name in KERNELS for p, q in ((0, 0), (2, 2))
+] + [("kl_div", 0, 2), ("cross_entropy", 0, 2), ("kl_div", 2, 0)]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "p_form", "q_form"), FAST_PTX, ids=str)
