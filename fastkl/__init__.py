@@ -48,6 +48,7 @@ __all__ = [
     "nearest_kl",
     "pairwise_kl",
     "sym_kl",
+    "tv_distance",
     "vae_kl",
 ]
 
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
         js_div,
         kl_div,
         sym_kl,
+        tv_distance,
         vae_kl,
     )
     from .pairwise import nearest_kl, pairwise_kl

@@ -50,6 +50,8 @@ __all__ = [
     "sym_kl_from_moments",
     "sym_kl_term",
     "sym_kl_term_fast",
+    "tv_term",
+    "tv_term_fast",
     "vae_term",
 ]
 
@@ -231,6 +233,21 @@ def generalized_kl_term(p, q, lp, lq):
 def generalized_kl_term_fast(p, q, lp, lq, lr):
     """:func:`generalized_kl_term` for the vector loop."""
     return ratio_guard(p * lr - p + q, p, q)
+
+
+def tv_term(p, q, lp, lq):
+    """Total variation: ``|p - q| / 2``. NaN where p or q is negative or NaN (their logs are
+    not read)."""
+    if not (p >= 0.0 and q >= 0.0):
+        return nan
+    return 0.5 * abs(p - q)
+
+
+def tv_term_fast(p, q, lp, lq, lr):
+    """:func:`tv_term` for the vector loop: NaN for a negative side (the exact path decides),
+    zeros included (no logarithm is taken)."""
+    t = abs(p - q) * like(p, 0.5)
+    return t if (p >= like(p, 0.0) and q >= like(q, 0.0)) else like(t, nan)
 
 
 # --- moments: the divergences that are linear in the logs, for one pass over log-scores ------

@@ -447,6 +447,37 @@ def generalized_kl(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> An
     """
 
 
+@rowwise("tv_distance")
+def tv_distance(p: ArrayLike, q: ArrayLike, **options: Unpack[DistanceOptions]) -> Any:
+    r"""Total variation distance of every pair of distributions along ``axis``.
+
+    %(formula)s
+
+    The largest difference between the probabilities P and Q give one event; a metric, in
+    [0, 1] for distributions (1 for disjoint supports), what drift monitoring compares
+    histograms with beside KL, JS and PSI. Zeros need no care (no logarithm is taken); a
+    negative probability or a NaN in a row makes the row NaN. Log-score sides are read as
+    their softmax (fused), so it also compares two models' logits. No ``base``: it is not
+    a sum of logarithms.
+
+    %(parameters)s
+
+    %(returns)s
+
+    See Also
+    --------
+    hellinger : a distance that weighs small probabilities more.
+
+    Examples
+    --------
+    >>> import fastkl
+    >>> fastkl.tv_distance([[0.1, 0.9], [0.5, 0.5]], [0.4, 0.6])
+    array([0.3, 0.1])
+    >>> float(fastkl.tv_distance([1.0, 0.0], [0.0, 1.0]))  # disjoint supports
+    1.0
+    """
+
+
 # --- closed forms -----------------------------------------------------------------------------
 
 

@@ -154,6 +154,7 @@ ENTROPY = Terms(
     moments=((_math.MOMENT_P, 1.0, 0.0),),
     from_moments=_math.entropy_from_moments,
 )
+TV = Terms("tv", _math.tv_term, _math.tv_term_fast, needs_log=False)
 GENERALIZED_KL = Terms(
     "generalized_kl",
     _math.generalized_kl_term,
@@ -219,6 +220,14 @@ REGISTRY: tuple[Divergence, ...] = (
         GENERALIZED_KL,
         measures=True,
         in_capi=False,
+    ),
+    Divergence(
+        "tv_distance",
+        "Total variation distance, half the L1 distance (a metric)",
+        r"\delta(P, Q) = \tfrac12 \sum_j |p_j - q_j|",
+        TV,
+        uses_base=False,
+        bounds="[0, 1]",
     ),
 )
 

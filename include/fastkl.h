@@ -1,6 +1,6 @@
-/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef and the divergence
- * registry (fastkl/divergences.py) by `fastkl build-capi --header-only --outdir .`: edit
- * those files, not this one. */
+/* fastkl.h: the fastkl C API. Generated from fastkl/capi/fastkl.cdef and the
+ * divergence registry (fastkl/divergences.py) by
+ * `fastkl build-capi --header-only --outdir .`: edit those files, not this one. */
 #ifndef FASTKL_H
 #define FASTKL_H
 
@@ -64,6 +64,10 @@ int fastkl_cross_entropy_f64(const double *p, const double *q, int64_t n, int64_
 /* Shannon entropy H(P). */
 int fastkl_entropy_f32(const float *p, int64_t n, int64_t k, int64_t ldp, int p_form, float *out);
 int fastkl_entropy_f64(const double *p, int64_t n, int64_t k, int64_t ldp, int p_form, double *out);
+
+/* Total variation distance, half the L1 distance (a metric). */
+int fastkl_tv_distance_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
+int fastkl_tv_distance_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
 /* A static, human-readable description of a status code (never NULL). */
 const char *fastkl_strerror(int status);

@@ -54,6 +54,7 @@ TERMS = {
     "cross_entropy": lambda p, q: -xlogy(p, q),
     "entropy": lambda p, q: entr(p),
     "generalized_kl": scipy_kl_div,
+    "tv": lambda p, q: 0.5 * np.abs(p - q),
 }
 
 

@@ -131,9 +131,17 @@ L2 = np.log(2.0)
 # (p row, q row) -> expected value per function
 EDGES = [
     # zeros shared by both rows contribute nothing
-    ([0.0, 0.5, 0.5], [0.0, 0.5, 0.5], {"js_div": 0, "sym_kl": 0, "generalized_kl": 0}),
+    (
+        [0.0, 0.5, 0.5],
+        [0.0, 0.5, 0.5],
+        {"js_div": 0, "sym_kl": 0, "generalized_kl": 0, "tv_distance": 0},
+    ),
     # disjoint supports: JS is log 2, every log(p / 0) is +inf
-    ([1.0, 0.0], [0.0, 1.0], {"js_div": L2, "sym_kl": INF, "cross_entropy": INF}),
+    (
+        [1.0, 0.0],
+        [0.0, 1.0],
+        {"js_div": L2, "sym_kl": INF, "cross_entropy": INF, "tv_distance": 1.0},
+    ),
     # p == 0 where q > 0: the cross-entropy and KL terms are 0, generalized KL's term is q
     ([0.0, 1.0], [0.5, 0.5], {"cross_entropy": L2, "entropy": 0.0, "generalized_kl": L2}),
     ([0.5, 0.5], [1.0, 0.0], {"sym_kl": INF, "cross_entropy": INF, "generalized_kl": INF}),
