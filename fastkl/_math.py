@@ -36,6 +36,8 @@ __all__ = [
     "generalized_kl_from_moments",
     "generalized_kl_term",
     "generalized_kl_term_fast",
+    "hellinger_term",
+    "hellinger_term_fast",
     "js_term",
     "js_term_fast",
     "kl_from_moments",
@@ -248,6 +250,32 @@ def tv_term_fast(p, q, lp, lq, lr):
     zeros included (no logarithm is taken)."""
     t = abs(p - q) * like(p, 0.5)
     return t if (p >= like(p, 0.0) and q >= like(q, 0.0)) else like(t, nan)
+
+
+def hellinger_term(p, q, lp, lq):
+    """Squared Hellinger: ``(sqrt p - sqrt q)^2 / 2``, computed as
+    ``((p - q) / (sqrt p + sqrt q))^2 / 2``: near-equal p and q keep their precision (the
+    difference of the roots cancels, p - q does not). 0 where p == q == 0; NaN where p or q
+    is negative or NaN; +inf where one side is +inf."""
+    if not (p >= 0.0 and q >= 0.0):
+        return nan
+    s = sqrt(p) + sqrt(q)
+    if s == 0.0:
+        return 0.0
+    if s == inf:
+        d = sqrt(p) - sqrt(q)  # +inf, or NaN for inf against inf
+        return 0.5 * d * d
+    r = exact_div(p - q, s)
+    return 0.5 * r * r
+
+
+def hellinger_term_fast(p, q, lp, lq, lr):
+    """:func:`hellinger_term` for the vector loop: NaN where it is not exact (a negative or
+    infinite side: the exact path decides)."""
+    s = sqrt(p) + sqrt(q)
+    s1 = like(s, 1.0) if s == like(s, 0.0) else s  # p == q == 0: 0 / 1 (a NaN s stays NaN)
+    r = (p - q) / s1
+    return r * r * like(r, 0.5)
 
 
 # --- moments: the divergences that are linear in the logs, for one pass over log-scores ------

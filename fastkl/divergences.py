@@ -155,6 +155,7 @@ ENTROPY = Terms(
     from_moments=_math.entropy_from_moments,
 )
 TV = Terms("tv", _math.tv_term, _math.tv_term_fast, needs_log=False)
+HELLINGER = Terms("hellinger", _math.hellinger_term, _math.hellinger_term_fast, needs_log=False)
 GENERALIZED_KL = Terms(
     "generalized_kl",
     _math.generalized_kl_term,
@@ -226,6 +227,15 @@ REGISTRY: tuple[Divergence, ...] = (
         "Total variation distance, half the L1 distance (a metric)",
         r"\delta(P, Q) = \tfrac12 \sum_j |p_j - q_j|",
         TV,
+        uses_base=False,
+        bounds="[0, 1]",
+    ),
+    Divergence(
+        "hellinger",
+        "Hellinger distance (a metric)",
+        r"H(P, Q) = \sqrt{\tfrac12 \sum_j \big(\sqrt{p_j} - \sqrt{q_j}\big)^2}",
+        HELLINGER,
+        post="sqrt",
         uses_base=False,
         bounds="[0, 1]",
     ),

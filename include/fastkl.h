@@ -69,6 +69,10 @@ int fastkl_entropy_f64(const double *p, int64_t n, int64_t k, int64_t ldp, int p
 int fastkl_tv_distance_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
 int fastkl_tv_distance_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
 
+/* Hellinger distance (a metric). */
+int fastkl_hellinger_f32(const float *p, const float *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, float *out);
+int fastkl_hellinger_f64(const double *p, const double *q, int64_t n, int64_t k, int64_t ldp, int64_t ldq, int p_form, int q_form, double *out);
+
 /* A static, human-readable description of a status code (never NULL). */
 const char *fastkl_strerror(int status);
 

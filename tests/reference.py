@@ -55,6 +55,8 @@ TERMS = {
     "entropy": lambda p, q: entr(p),
     "generalized_kl": scipy_kl_div,
     "tv": lambda p, q: 0.5 * np.abs(p - q),
+    # the squared distance's terms (the spec's post step takes the root)
+    "hellinger": lambda p, q: 0.5 * (np.sqrt(p) - np.sqrt(q)) ** 2,
 }
 
 

@@ -78,8 +78,10 @@ def test_post_steps_match_the_values():
     p, q = np.array([0.1, 0.9]), np.array([0.4, 0.6])
     for spec in REGISTRY:
         if spec.post == "sqrt":
-            base = next(s for s in REGISTRY if s.terms is spec.terms and s.post != "sqrt")
-            root = np.sqrt(getattr(fastkl, base.name)(p, q))
+            base = [s for s in REGISTRY if s.terms is spec.terms and s.post != "sqrt"]
+            if not base:  # a distance without a public square (hellinger)
+                continue
+            root = np.sqrt(getattr(fastkl, base[0].name)(p, q))
             assert getattr(fastkl, spec.name)(p, q) == root
 
 
