@@ -51,7 +51,7 @@ def render(registry: Any) -> str:
         if not spec.uses_base:
             inputs += " No ``base`` keyword."
         if spec.measures:
-            inputs += " Inputs are nonnegative measures: they need not sum to 1."
+            inputs += " Inputs need not sum to 1."
         _cell(lines, True, f":func:`fastkl.{spec.name}`")
         _cell(lines, False, _text(summary) + inputs)
         _cell(lines, False, f":math:`{spec.formula}`")
