@@ -272,7 +272,8 @@ def hellinger_term(p, q, lp, lq):
 def hellinger_term_fast(p, q, lp, lq, lr):
     """:func:`hellinger_term` for the vector loop: NaN where it is not exact (a negative or
     infinite side: the exact path decides)."""
-    s = sqrt(p) + sqrt(q)
+    nan_ = like(p, nan)
+    s = sqrt(p if p >= like(p, 0.0) else nan_) + sqrt(q if q >= like(q, 0.0) else nan_)
     s1 = like(s, 1.0) if s == like(s, 0.0) else s  # p == q == 0: 0 / 1 (a NaN s stays NaN)
     r = (p - q) / s1
     return r * r * like(r, 0.5)

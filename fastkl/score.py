@@ -230,13 +230,11 @@ def score_files(
     if device not in DEVICES:
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
     reduction = _prepare.parse_reduction(reduction)
-    options = {
-        "p_form": p_form,
-        "q_form": q_form,
-        "base": base,
-        "eps": eps,
-        "device": device,
-    }
+    options = {"p_form": p_form, "q_form": q_form, "eps": eps, "device": device}
+    if lookup(divergence).uses_base:
+        options["base"] = base
+    elif base is not None:
+        raise ValueError(f"base: {divergence} is not a sum of logarithms; it takes no base")
     # Check the options (and with 'cuda', the GPU) now, on a tiny row, rather than after the
     # output was opened.
     function([1.0], [1.0], **options)

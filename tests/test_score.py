@@ -142,7 +142,7 @@ def test_json_summary(tmp_path, rng, capture_json):
     assert doc["output"] == out
     # the summary's fields are present and consistent (their values are timings: not checked)
     assert {"seconds", "rows_per_s"} <= doc.keys()
-    assert doc["divergence"] == "kl" and doc["reduction"] == "none" and doc["value"] is None
+    assert doc["divergence"] == "kl_div" and doc["reduction"] == "none" and doc["value"] is None
 
     q[2, 0] = 0.5
     np.save(paths[1], q)
@@ -287,6 +287,7 @@ ERROR_CASES = [
     (["{good_p}", "{rows29}"], "Q: {rows29} has 29 rows; expected 30"),
     (["{cube}", "{good_q}"], "expected rows of shape (n, k) or one row (k,)"),
     (["{good_p}", "{good_q}", "--base", "1"], "base: expected a finite number > 0 and != 1"),
+    (["{good_p}", "{good_q}", "--divergence", "hellinger", "--base", "2"], "it takes no base"),
     (["{good_p}", "{good_q}", "--eps", "2"], "eps: expected None or a float in (0, 1)"),
     (["{good_p}", "{good_q}", "--threads", "999"], "--threads: expected 1 to"),
 ]
