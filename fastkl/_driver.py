@@ -35,10 +35,17 @@ BACKENDS = {"cpu": "fastkl._backend_cpu", "cuda": "fastkl._cuda_driver"}
 def backend(device: str) -> ModuleType:
     """The backend module of ``device`` ("cpu" or "cuda"), imported on first use; a
     RuntimeError when that backend cannot load (numba-cuda missing)."""
+    module = _LOADED.get(device)
+    if module is not None:
+        return module
     try:
-        return importlib.import_module(BACKENDS[device])
+        module = _LOADED[device] = importlib.import_module(BACKENDS[device])
     except ImportError as exc:
         raise RuntimeError(f"device={device!r}: {exc}") from None
+    return module
+
+
+_LOADED: dict[str, ModuleType] = {}
 
 
 def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) -> Any:

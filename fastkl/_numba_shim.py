@@ -12,6 +12,7 @@ Supported: numba >= 0.60 (CPU) and numba-cuda >= 0.30 (GPU, imported on first us
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numba
@@ -105,8 +106,6 @@ def cuda_cgutils() -> Any:
 
 def simulator_array_type() -> type | None:
     """The device array class of numba-cuda's simulator, if the simulator is loaded."""
-    import sys
-
     module = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
     return None if module is None else module.FakeCUDAArray
 

@@ -600,9 +600,10 @@ def operands(prep: Prepared) -> list[Rows]:
 # --- a parsed call ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
-    """A row-wise call with its options parsed: what a backend needs besides the rows."""
+    """A row-wise call with its options parsed: what a backend needs besides the rows (built
+    once per call, on the small calls' critical path: slots, not frozen)."""
 
     spec: Divergence
     names: tuple[str, ...]  # ("p", "q"), or ("p",) for a divergence that reads p only
@@ -633,11 +634,15 @@ class Call:
 def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
     """The options of a call to ``spec``'s public function (its keyword arguments), checked
     before anything is read; the arrays are checked by :func:`prepare`."""
-    names = ("p", "q") if spec.reads_q else ("p",)
+    p_form = parse_form(options["p_form"], "p_form")
+    if spec.reads_q:
+        names, forms = ("p", "q"), (p_form, parse_form(options["q_form"], "q_form"))
+    else:
+        names, forms = ("p",), (p_form,)
     return Call(
         spec=spec,
         names=names,
-        forms=tuple(parse_form(options[f"{name}_form"], f"{name}_form") for name in names),
+        forms=forms,
         eps=parse_eps(options["eps"]),
         divisor=parse_base(options.get("base")),
         normalize=parse_bool(options["normalize"], "normalize"),

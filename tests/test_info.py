@@ -148,8 +148,16 @@ def test_threading_layer_is_numbas(report):
     assert threading["layer"] == numba.threading_layer()
     assert threading["num_threads"] == numba.get_num_threads()
     assert threading["numba_num_threads"] == numba.config.NUMBA_NUM_THREADS
-    # Only the workqueue layer is unsafe for concurrent callers, and only it takes the lock.
-    assert threading["serialized"] == (threading["layer"] == "workqueue")
+    # what the report says is the lock's state, in this process and under workqueue
+    assert threading["serialized"] is (_config._kernel_lock is not None)
+    code = (
+        "import json; from fastkl import _config, info; t = info._threading(); "
+        "print(json.dumps([t['layer'], t['serialized'], _config._kernel_lock is not None]))"
+    )
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == ["workqueue", True, True]
 
 
 def test_cache_dirs_are_fastkls(report):
