@@ -31,6 +31,8 @@ from numba import cuda
 
 import fastkl
 
+from .divergences import REGISTRY, lookup
+
 
 @dataclass(frozen=True)
 class GpuCase:
@@ -56,7 +58,14 @@ GPU_CASES = [
 TARGETS = {("probs", "float32"): 0.85, ("logits", "float32"): 0.70, ("probs", "float64"): 0.60}
 STREAM_TARGET = 0.80
 FAMILY_TARGET = 1.5
-FAMILY = ("js_div", "sym_kl", "cross_entropy", "entropy", "generalized_kl")
+#: one function per set of the family's kernels (KL is the baseline), from the registry
+FAMILY = tuple(
+    dict.fromkeys(
+        next(s.name for s in REGISTRY if s.terms is spec.terms)
+        for spec in REGISTRY
+        if not spec.terms.own_kernels
+    )
+)
 
 
 def _rows(rng: np.random.Generator, n: int, k: int, form: str, dtype: str) -> np.ndarray:
@@ -297,7 +306,7 @@ def _resident(case: GpuCase, dp: Any, dq: Any, repeat: int, timer: Any, peers: b
     if case.family:
         for name in FAMILY:
             fn = getattr(fastkl, name)
-            if name == "entropy":
+            if not lookup(name).reads_q:
                 fns[name] = lambda fn=fn: fn(dp, out=out, p_form=case.form)
             else:
                 fns[name] = lambda fn=fn: fn(dp, dq, out=out, **forms)

@@ -105,7 +105,12 @@ def units(
                 for q_log in (False, True) if lookup(name).reads_q else (False,):
                     result.append(Unit(name, kind, p_log, q_log))
     # log sides carry more code (and KL more modes): start them first
-    return sorted(result, key=lambda u: (-(u.p_log + u.q_log), u.function != "kl_div"))
+    return sorted(result, key=lambda u: (-(u.p_log + u.q_log), not _own_kernels(u.function)))
+
+
+def _own_kernels(function: str) -> bool:
+    """Whether a unit's function has KL's own kernels (more modes to compile)."""
+    return function in _UNIT_OF and lookup(function).terms.own_kernels
 
 
 def _rows(n: int, k: int, dtype: str, log: bool) -> np.ndarray:
@@ -145,7 +150,7 @@ def compile_unit(unit: Unit, *, reductions: bool = True) -> None:
     p_forms = ("log_probs", "logits") if unit.p_log else ("probs",)
     q_forms = ("log_probs", "logits") if unit.q_log else ("probs",)
     lengths = [16, LONG_K]
-    if unit.function == "kl_div" and not (unit.p_log or unit.q_log):
+    if _own_kernels(unit.function) and not (unit.p_log or unit.q_log):
         lengths.append(_cpu.FLAT_MAX_K)  # the short rows' kernel (it holds every such k)
     options: list[dict[str, Any]] = [{}]
     if not (unit.p_log or unit.q_log):

@@ -32,6 +32,7 @@ from numba import njit, prange
 
 from . import _config
 from ._config import JIT_OPTIONS
+from .divergences import REGISTRY, lookup
 
 # The roofline kernels only read: their sums are thrown away, so they may be added in any
 # order, and ``reassoc`` lets LLVM vectorize them (the scoring kernels add in a fixed order).
@@ -151,6 +152,16 @@ FAMILY_CASES = [
     FamilyCase("entropy", "logits"),
     FamilyCase("generalized_kl", "probs"),
 ]
+# every other divergence of the family's kernels, on probabilities (new specs included)
+FAMILY_CASES += [
+    FamilyCase(name, "probs")
+    for name in dict.fromkeys(
+        next(s.name for s in REGISTRY if s.terms is spec.terms)
+        for spec in REGISTRY
+        if not spec.terms.own_kernels
+    )
+    if name not in {case.function for case in FAMILY_CASES}
+]
 
 
 def run_family_case(case: FamilyCase, repeat: int, scale: float) -> dict:
@@ -163,7 +174,7 @@ def run_family_case(case: FamilyCase, repeat: int, scale: float) -> dict:
     out = np.empty(n, np.float32)
     forms = {"p_form": p_form, "q_form": q_form}
     fn = getattr(fastkl, case.function)
-    if case.function == "entropy":
+    if not lookup(case.function).reads_q:
         call = lambda: fn(p, p_form=p_form, out=out)  # noqa: E731
     else:
         call = lambda: fn(p, q, out=out, **forms)  # noqa: E731
