@@ -893,6 +893,15 @@ def _t_gather_cuda(src, step, start, dst):
         r += cuda.gridDim.x
 
 
+def _t_zero_left_out_cuda(values, keep):
+    """values[i] = 0 where keep[i] is False: the rows ``where`` leaves out."""
+    i = cuda.grid(1)
+    while i < values.shape[0]:
+        if not keep[i]:
+            values[i] = 0.0
+        i += cuda.gridsize(1)
+
+
 # --- planning and specialization --------------------------------------------------------------
 
 _KERNELS: dict[tuple[Any, ...], Any] = {}
@@ -1195,6 +1204,10 @@ def block_sums_kernel() -> Any:
 
 def gather_kernel() -> Any:
     return _kernel(("gather",), _t_gather_cuda, "gather_cuda", {})
+
+
+def zero_left_out_kernel() -> Any:
+    return _kernel(("zero_left_out",), _t_zero_left_out_cuda, "zero_left_out_cuda", {})
 
 
 def max_blocks(block: int = THREADS) -> int:

@@ -385,11 +385,14 @@ def _device_sum(values: Any) -> float:
 
 def _validate_device(
     rows: Any, step: int, batch: tuple[int, ...], name: str, form: int, normalize: bool,
-    compute: np.dtype, measures: bool, bf16: bool = False,
+    compute: np.dtype, measures: bool, bf16: bool = False, mask: np.ndarray | None = None,
 ) -> None:  # fmt: skip
-    """The driver's row checks on device rows, copied to the host a bounded block at a time."""
+    """The driver's row checks on device rows, copied to the host a bounded block at a time
+    (``mask``: the rows ``where`` keeps, flat over ``batch``)."""
     count, k = math.prod(batch), rows.shape[1]
-    count = count if step else min(count, 1)  # a repeated row is checked once
+    if not step:  # a repeated row is checked once, if any row keeps it
+        count = min(count, 1) if mask is None or mask.any() else 0
+        mask = None
     block = _prepare.block_rows(k, rows.dtype)
     staging = _device_empty((min(block, count), k), rows.dtype, f"validating {name}")
     for start in range(0, count, block):
@@ -404,7 +407,10 @@ def _validate_device(
             index = np.unravel_index(start + i, batch) if batch else ()
             return int(index[0]) if len(batch) == 1 else tuple(int(j) for j in index)
 
-        _prepare.validate_rows(host, name, form, normalize, compute, measures, label=label)
+        part = None if mask is None else mask[start : start + m]
+        _prepare.validate_rows(
+            host, name, form, normalize, compute, measures, label=label, mask=part
+        )
 
 
 def on_device(call: Call, arrays: Sequence[Any]) -> Any:
@@ -415,6 +421,7 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
     target = _DeviceOperand(out, "out") if _prepare.is_cuda_array(out) else None
     _check_devices(operands if target is None else [*operands, target])
     prep = _prepare.prepare([op.stand_in for op in operands], names, call.axis)
+    chosen = _prepare.selection(call, prep.batch)
     full = (*prep.batch, prep.k)
     n = math.prod(prep.batch)
     rows = []
@@ -432,6 +439,7 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
                 prep.compute,
                 call.measures,
                 op.bf16 and not _cuda.SIMULATOR,
+                chosen.mask,
             )
         rows.append((dev, step))
     if len(rows) == 1:  # entropy reads p only
@@ -443,6 +451,8 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
             raise ValueError("out: only supported with reduction='none'")
         values = _device_empty(n, np.float64, "the row values of a reduction")
         _launch(call, p, ps, q, qs, values)
+        if not chosen.everything:  # the row values (8 bytes a row) reduced on the host
+            return prep.result.type(chosen.reduce(values.copy_to_host(), reduction))
         total = _device_sum(values)
         if reduction == "mean":
             total = total / n if n else math.nan
@@ -451,6 +461,7 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
     if out is None:
         flat = _device_empty(n, prep.result, "the result")
         _launch(call, p, ps, q, qs, flat)
+        _zero_left_out(flat, chosen)
         if not prep.batch:  # one distribution: a numpy scalar, as on the CPU
             return flat.copy_to_host()[0]
         return _caller_result(flat.reshape(prep.batch), arrays)
@@ -459,6 +470,7 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
         _prepare.check_out(out, prep.batch, prep.result, arrays, widen=True)
         flat = _device_empty(n, out.dtype, "the rows for out")
         _launch(call, p, ps, q, qs, flat)
+        _zero_left_out(flat, chosen)
         out[...] = flat.copy_to_host().reshape(prep.batch)
         return out
     assert target is not None  # out is a CUDA array here
@@ -480,7 +492,17 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
             )
         layout = as_strided(stand_in, (n,), (batch_stride,))
         _launch(call, p, ps, q, qs, target.view(layout))
+        _zero_left_out(target.view(layout), chosen)
     return out
+
+
+def _zero_left_out(values: Any, chosen: _prepare.Selection) -> None:
+    """Zero the device rows ``where`` leaves out (the mask, one byte a row, uploaded)."""
+    if chosen.mask is None or values.shape[0] == 0:
+        return
+    keep = cuda.to_device(np.ascontiguousarray(chosen.mask))
+    grid = min(-(-values.shape[0] // _cuda.THREADS), _cuda.max_blocks())
+    _cuda.zero_left_out_kernel()[grid, _cuda.THREADS](values, keep)
 
 
 # --- streaming host inputs --------------------------------------------------------------------

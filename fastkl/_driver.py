@@ -58,12 +58,18 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
         if any(_prepare.is_cuda_array(x) for x in (*arrays, call.out)):
             return chosen.on_device(call, arrays)
     prep = _prepare.prepare(arrays, call.names, call.axis)
+    rows = _prepare.selection(call, prep.batch)
     if call.validate:
+        full = (*prep.batch, prep.k)
         for view, name, form in zip(prep.views, call.names, call.forms, strict=True):
-            _prepare.validate_rows(view, name, form, call.normalize, prep.compute, call.measures)
+            if rows.mask is not None:  # rows left out (padding) may hold anything
+                view = np.broadcast_to(view, full)
+            _prepare.validate_rows(
+                view, name, form, call.normalize, prep.compute, call.measures, mask=rows.mask
+            )
     kernel_call = chosen.kernel_call(call, prep.compute)
     return _prepare.finish(
-        prep, _prepare.operands(prep), kernel_call, call.reduction, call.out, arrays
+        prep, _prepare.operands(prep), kernel_call, call.reduction, call.out, arrays, rows
     )
 
 

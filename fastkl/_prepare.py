@@ -360,12 +360,14 @@ def validate_rows(
     compute: np.dtype,
     measures: bool = False,
     label: Callable[[int], Any] | None = None,
+    mask: np.ndarray | None = None,
 ) -> None:
     """Raise ValueError naming the first invalid row of ``x`` (distribution axis last).
 
     ``measures``: rows are nonnegative measures, whose totals are not checked. ``label``: the
     name of row ``i`` of ``x`` in the message, when ``x`` is a block of a larger batch (by
-    default its own batch coordinates).
+    default its own batch coordinates). ``mask``: the rows to check (flat over ``x``'s batch;
+    the others, padding left out by ``where``, may hold anything).
     """
     rows = Rows(x, compute)
     if rows.n == 0:
@@ -393,7 +395,7 @@ def validate_rows(
             _cpu.check_rows(buf, ld, rows.k, form, sum_check, tol, status[start:stop])
 
     run_blocks([rows], rows.n, body)
-    bad = np.flatnonzero(status)
+    bad = np.flatnonzero(status if mask is None else status * mask)
     if bad.size == 0:
         return
     i = int(bad[0])
@@ -548,6 +550,84 @@ class RowSum:
         return self.sum() / self.count if self.count else math.nan
 
 
+@dataclass(slots=True)
+class Selection:
+    """The rows a call keeps (``where``) and their weights (``weights``), flat over the batch;
+    None for all rows, weighing 1."""
+
+    mask: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.mask is None and self.weights is None
+
+    def zero_excluded(self, values: np.ndarray) -> None:
+        """Set the rows ``where`` leaves out to 0, in place (``reduction="none"``)."""
+        if self.mask is not None:
+            values[~self.mask] = 0.0
+
+    def reduce(self, values: np.ndarray, reduction: str) -> float:
+        """The sum or mean of float64 row values: ``sum w_i d_i`` over the kept rows, and for
+        the mean divided by ``sum w_i`` (the count of kept rows without weights); NaN where
+        that is 0. A row left out, or of weight 0, adds nothing, even where it is inf or NaN.
+        Sums go through :class:`RowSum`: the same total for any chunking."""
+        total = RowSum()
+        if self.everything:
+            total.add(values)
+            return total.mean() if reduction == "mean" else total.sum()
+        if self.weights is None:
+            assert self.mask is not None
+            total.add(np.where(self.mask, values, 0.0))
+            count = int(np.count_nonzero(self.mask))
+            if reduction == "sum":
+                return total.sum()
+            return total.sum() / count if count else math.nan
+        w = self.weights if self.mask is None else np.where(self.mask, self.weights, 0.0)
+        total.add(np.multiply(w, values, out=np.zeros_like(values), where=w > 0.0))
+        if reduction == "sum":
+            return total.sum()
+        mass = RowSum()
+        mass.add(w)
+        denominator = mass.sum()
+        return total.sum() / denominator if denominator > 0.0 else math.nan
+
+
+def selection(call: Call, batch: tuple[int, ...]) -> Selection:
+    """``where`` and ``weights`` of a call, checked against the batch shape (the result's shape
+    with ``reduction="none"``), before any kernel runs."""
+    mask = weights = None
+    if call.where is not None:
+        w = as_array(call.where, "where")
+        if w.dtype != np.bool_:
+            raise TypeError(f"where: expected a boolean array, got dtype {w.dtype}")
+        mask = _broadcast_rows(w, batch, "where")
+    if call.weights is not None:
+        w = as_array(call.weights, "weights")
+        if w.dtype.kind not in "fiu" or w.dtype.itemsize > 8:
+            raise TypeError(f"weights: expected real numbers, got dtype {w.dtype}")
+        weights = np.asarray(_broadcast_rows(w, batch, "weights"), dtype=np.float64)
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0.0)))
+        if bad.size:
+            i = int(bad[0])
+            where = tuple(int(j) for j in np.unravel_index(i, batch)) if len(batch) > 1 else i
+            raise ValueError(
+                f"weights: expected finite values >= 0, got {float(weights[i])!r} at row {where}"
+            )
+    return Selection(mask, weights)
+
+
+def _broadcast_rows(x: np.ndarray, batch: tuple[int, ...], name: str) -> np.ndarray:
+    try:
+        full = np.broadcast_to(x, batch)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shape {x.shape} does not broadcast to the batch shape {batch} (the "
+            "result's shape with reduction='none')"
+        ) from None
+    return full.reshape(-1)  # a copy of one value per row at most
+
+
 def finish(
     prep: Prepared,
     operands: Sequence[Rows],
@@ -555,9 +635,12 @@ def finish(
     reduction: str,
     out: Any,
     inputs: Sequence[Any],
+    chosen: Selection | None = None,
 ) -> Any:
-    """Run ``kernel_call(rows, k, out_rows)`` over all rows and shape the result."""
+    """Run ``kernel_call(rows, k, out_rows)`` over all rows and shape the result (``chosen``:
+    the rows ``where`` keeps and their ``weights``)."""
     n = math.prod(prep.batch)
+    chosen = chosen if chosen is not None else Selection()
 
     def body(bufs: list[tuple[np.ndarray, int]], start: int, stop: int) -> None:
         with _config.kernel_guard():
@@ -568,9 +651,7 @@ def finish(
             raise ValueError("out: only supported with reduction='none'")
         target = np.empty(n, np.float64)  # rows in float64, summed in a fixed order
         run_blocks(operands, n, body)
-        total = RowSum()
-        total.add(target)
-        return prep.result.type(total.mean() if reduction == "mean" else total.sum())
+        return prep.result.type(chosen.reduce(target, reduction))
 
     if out is not None:
         # float64 ``out`` for float32 inputs receives the rows' float64 accumulations unrounded
@@ -582,6 +663,7 @@ def finish(
     direct_out = result.flags.c_contiguous and result.flags.aligned
     target = result.reshape(-1) if direct_out else np.empty(n, result.dtype)
     run_blocks(operands, n, body)
+    chosen.zero_excluded(target)
     if not direct_out:
         result[...] = target.reshape(prep.batch)
     if out is None and result.ndim == 0:
@@ -616,6 +698,8 @@ class Call:
     axis: Any
     out: Any
     device: Any  # as given: None, "cpu" or "cuda"
+    where: Any = None  # as given: checked against the batch shape by ``selection``
+    weights: Any = None
 
     @property
     def p_form(self) -> int:
@@ -635,6 +719,12 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
     """The options of a call to ``spec``'s public function (its keyword arguments), checked
     before anything is read; the arrays are checked by :func:`prepare`."""
     p_form = parse_form(options["p_form"], "p_form")
+    reduction = parse_reduction(options["reduction"])
+    weights = options.get("weights")
+    if weights is not None and reduction == "none":
+        raise ValueError(
+            "weights: only with reduction='sum' or 'mean' (with 'none', multiply the rows)"
+        )
     if spec.reads_q:
         names, forms = ("p", "q"), (p_form, parse_form(options["q_form"], "q_form"))
     else:
@@ -647,8 +737,10 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
         divisor=parse_base(options.get("base")),
         normalize=parse_bool(options["normalize"], "normalize"),
         validate=parse_bool(options["validate"], "validate"),
-        reduction=parse_reduction(options["reduction"]),
+        reduction=reduction,
         axis=options["axis"],
         out=options["out"],
         device=options["device"],
+        where=options.get("where"),
+        weights=weights,
     )

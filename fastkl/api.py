@@ -29,6 +29,8 @@ Device = Literal["cpu", "cuda"]
 class _Common(TypedDict, total=False):
     axis: int
     reduction: Reduction
+    where: ArrayLike | None
+    weights: ArrayLike | None
     eps: float | None
     normalize: bool
     validate: bool
@@ -90,6 +92,24 @@ reduction : {"none", "sum", "mean"}
     distributions (torch's ``reduction="batchmean"`` for 2-d inputs, Keras's
     ``"sum_over_batch_size"``); NaN for an empty batch. Reductions return a numpy scalar of
     the result dtype, summed in float64 in a fixed order (the same total for any chunking).""",
+    ),
+    "where": Keyword(
+        None,
+        """\
+where : array_like of bool, optional
+    The distributions that count, broadcastable to the batch shape (the result's shape with
+    ``reduction="none"``): numpy's spelling of torch's ``ignore_index``. A row where it is
+    False gives 0 with "none" (whatever it holds: padding, NaN) and is left out of "sum"
+    and "mean"; the mean divides by the number of rows kept (NaN if none is).
+    ``validate=True`` checks the kept rows only.""",
+    ),
+    "weights": Keyword(
+        None,
+        """\
+weights : array_like, optional
+    Finite weights >= 0 per distribution, broadcastable to the batch shape: "sum" gives
+    ``sum w_i d_i`` and "mean" ``sum w_i d_i / sum w_i`` (NaN if that is 0); a row of
+    weight 0 adds nothing, even where its value is inf or NaN. Not with "none".""",
     ),
     "base": Keyword(
         None,

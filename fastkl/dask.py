@@ -179,7 +179,8 @@ Raises
 ------
 TypeError, ValueError
     At the call, not at ``compute()``, with the numpy function's messages: a bad option,
-    dtype, shape or axis (an ``out`` is not accepted: the result is a dask array).
+    dtype, shape or axis (``out`` is not accepted: the result is a dask array; nor are
+    ``where`` and ``weights`` yet: mask or weigh the lazy rows with dask's own operations).
 
 Examples
 --------
@@ -240,7 +241,7 @@ def _lazy(fn: Callable[..., Any]) -> Callable[..., da.Array]:
         parameters=[
             p.replace(annotation="ArrayLike | da.Array") if p.name in names else p
             for p in params
-            if p.name != "out"
+            if p.name not in ("out", "where", "weights")
         ],
         return_annotation="da.Array",
     )
