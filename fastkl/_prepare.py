@@ -596,14 +596,26 @@ class Selection:
 def selection(call: Call, batch: tuple[int, ...]) -> Selection:
     """``where`` and ``weights`` of a call, checked against the batch shape (the result's shape
     with ``reduction="none"``), before any kernel runs."""
+    return parse_selection(call.where, call.weights, batch, call.reduction)
+
+
+def parse_selection(
+    where: Any, weights_: Any, batch: tuple[int, ...], reduction: str
+) -> Selection:
+    """:class:`Selection` of ``where`` and ``weights`` for rows of shape ``batch``, or a
+    TypeError or ValueError naming the argument."""
     mask = weights = None
-    if call.where is not None:
-        w = as_array(call.where, "where")
+    if weights_ is not None and reduction == "none":
+        raise ValueError(
+            "weights: only with reduction='sum' or 'mean' (with 'none', multiply the rows)"
+        )
+    if where is not None:
+        w = as_array(where, "where")
         if w.dtype != np.bool_:
             raise TypeError(f"where: expected a boolean array, got dtype {w.dtype}")
         mask = _broadcast_rows(w, batch, "where")
-    if call.weights is not None:
-        w = as_array(call.weights, "weights")
+    if weights_ is not None:
+        w = as_array(weights_, "weights")
         if w.dtype.kind not in "fiu" or w.dtype.itemsize > 8:
             raise TypeError(f"weights: expected real numbers, got dtype {w.dtype}")
         weights = np.asarray(_broadcast_rows(w, batch, "weights"), dtype=np.float64)
@@ -722,9 +734,7 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
     reduction = parse_reduction(options["reduction"])
     weights = options.get("weights")
     if weights is not None and reduction == "none":
-        raise ValueError(
-            "weights: only with reduction='sum' or 'mean' (with 'none', multiply the rows)"
-        )
+        parse_selection(None, weights, (), reduction)  # its ValueError, before the arrays
     if spec.reads_q:
         names, forms = ("p", "q"), (p_form, parse_form(options["q_form"], "q_form"))
     else:

@@ -89,12 +89,14 @@ def _rowwise(
 ) -> da.Array:
     """The lazy version of ``fn(*arrays, **options)``: the work of every public function."""
     axis = options.pop("axis")
+    where, weights = options.pop("where", None), options.pop("weights", None)
     # Every check runs now, with the numpy API's messages: the options through one call on an
     # empty batch (which runs no kernel), the dtypes and shapes through the driver itself.
     probe = np.empty((0, 1))
     fn(*[probe] * len(arrays), **options)
     arrays = [_as_array(x, name) for x, name in zip(arrays, names, strict=True)]
     prep = _prepare.prepare([_shape_stand_in(x) for x in arrays], names, axis)
+    chosen = _selection(where, weights, arrays, prep.batch, options["reduction"])
     ndim = max(x.ndim for x in arrays)
     ax = _prepare.parse_axis(axis, ndim)
 
@@ -135,10 +137,55 @@ def _rowwise(
         options=options,
         out_dtype=dtype,
     )[..., 0]
+    if chosen.everything:
+        if reduction == "none":
+            return rows
+        total = rows.sum() if reduction == "sum" else rows.mean()
+        return total.astype(prep.result)
+    mask = None if chosen.mask is None else chosen.mask.reshape(prep.batch)
     if reduction == "none":
-        return rows
-    total = rows.sum() if reduction == "sum" else rows.mean()
+        keep = da.from_array(mask, chunks=rows.chunks, name=False)
+        meta = np.empty((0,) * rows.ndim, rows.dtype)
+        return da.map_blocks(_keep, rows, keep, dtype=rows.dtype, meta=meta)
+    w = np.ones(prep.batch) if chosen.weights is None else chosen.weights.reshape(prep.batch)
+    if mask is not None:
+        w = np.where(mask, w, 0.0)
+    weigh = da.from_array(w, chunks=rows.chunks, name=False)
+    meta = np.empty((0,) * rows.ndim, np.float64)
+    total = da.map_blocks(_weighed, rows, weigh, dtype=np.float64, meta=meta).sum()
+    if reduction == "mean":
+        mass = float(w.sum())  # known now: the weights (or the kept rows' count)
+        total = total / mass if mass > 0.0 else da.full((), np.nan)
     return total.astype(prep.result)
+
+
+def _keep(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """A block's rows with those ``where`` leaves out set to 0."""
+    return np.where(keep, rows, 0).astype(rows.dtype)
+
+
+def _weighed(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """w * rows, and 0 where w is 0 (whatever the row holds: padding, inf, NaN)."""
+    return np.multiply(w, rows, out=np.zeros(rows.shape), where=w > 0.0)
+
+
+def _selection(
+    where: Any, weights: Any, arrays: Sequence[Any], batch: tuple[int, ...], reduction: Any
+) -> _prepare.Selection:
+    """``where`` and ``weights`` as numpy arrays over the batch, checked now."""
+    for value, name in ((where, "where"), (weights, "weights")):
+        if isinstance(value, da.Array):
+            raise TypeError(
+                f"{name}: expected a numpy array or array_like, got a dask array (mask or weigh "
+                "the lazy rows with dask's own operations)"
+            )
+    if (where is not None or weights is not None) and any(
+        math.isnan(d) for x in arrays for d in x.shape
+    ):
+        raise ValueError(
+            "where, weights: the rows' chunk sizes are unknown; call compute_chunk_sizes() first"
+        )
+    return _prepare.parse_selection(where, weights, batch, _prepare.parse_reduction(reduction))
 
 
 # --- the public functions: the numpy API's row-wise functions, lazy -----------------------------
@@ -179,8 +226,8 @@ Raises
 ------
 TypeError, ValueError
     At the call, not at ``compute()``, with the numpy function's messages: a bad option,
-    dtype, shape or axis (``out`` is not accepted: the result is a dask array; nor are
-    ``where`` and ``weights`` yet: mask or weigh the lazy rows with dask's own operations).
+    dtype, shape or axis (an ``out`` is not accepted: the result is a dask array).
+    ``where`` and ``weights`` are numpy arrays (or array_likes), checked at the call.
 
 Examples
 --------
@@ -241,7 +288,7 @@ def _lazy(fn: Callable[..., Any]) -> Callable[..., da.Array]:
         parameters=[
             p.replace(annotation="ArrayLike | da.Array") if p.name in names else p
             for p in params
-            if p.name not in ("out", "where", "weights")
+            if p.name != "out"
         ],
         return_annotation="da.Array",
     )

@@ -147,3 +147,32 @@ def test_where_and_weights_on_the_gpu(data):
         got = fastkl.js_div(*inputs, where=mask, reduction="none", device="cuda")
         host = got.copy_to_host() if hasattr(got, "copy_to_host") else got
         np.testing.assert_allclose(host, np.where(mask, rows, 0.0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["kl_div", "entropy", "hellinger"])
+def test_where_and_weights_on_dask(data, name):
+    da = pytest.importorskip("dask.array")
+    fkd = pytest.importorskip("fastkl.dask")
+    p, q, mask, weights = data
+    lazy_p = da.from_array(p, chunks=(2, 3, 9))
+
+    def lazy(**kw):
+        fn = getattr(fkd, name)
+        return (fn(lazy_p, q, **kw) if fn.__name__ != "entropy" else fn(lazy_p, **kw)).compute()
+
+    np.testing.assert_array_equal(lazy(where=mask), call(name, p, q, where=mask))
+    for reduction in ("sum", "mean"):
+        for kw in ({"where": mask}, {"weights": weights}, {"where": mask, "weights": weights}):
+            want = call(name, p, q, reduction=reduction, **kw)
+            np.testing.assert_allclose(lazy(reduction=reduction, **kw), want, rtol=1e-13)
+    with pytest.raises(ValueError, match="weights: only with reduction='sum' or 'mean'"):
+        getattr(fkd, name)(lazy_p, q, weights=weights) if name != "entropy" else fkd.entropy(
+            lazy_p, weights=weights
+        )
+    with pytest.raises(TypeError, match="where: expected a numpy array or array_like"):
+        fkd.kl_div(lazy_p, q, where=da.from_array(mask))
+    with pytest.raises(ValueError, match="where: shape"):
+        fkd.kl_div(lazy_p, q, where=mask[:, :2])
+    assert np.isnan(
+        fkd.kl_div(lazy_p, q, where=np.zeros((4, 6), bool), reduction="mean").compute()
+    )
