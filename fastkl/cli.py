@@ -452,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
         "functions",
         nargs="*",
         metavar="FUNCTION",
-        help="kl_div, js_div, sym_kl, cross_entropy, entropy, generalized_kl, validate, "
-        "bernoulli_kl, gaussian_kl, pairwise_kl (default: all)",
+        help=f"{', '.join(spec.name for spec in REGISTRY)}, validate, bernoulli_kl, "
+        "gaussian_kl, pairwise_kl (default: all)",
     )
     p_warm.add_argument("--dtype", choices=("float32", "float64"), default=None, help="one dtype")
     p_warm.add_argument("--jobs", type=_positive_int, default=None, help="processes (cores)")
