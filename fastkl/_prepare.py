@@ -584,6 +584,11 @@ class Selection:
                 return total.sum()
             return total.sum() / count if count else math.nan
         w = self.weights if self.mask is None else np.where(self.mask, self.weights, 0.0)
+        if reduction == "mean" and w.size:
+            # the mean does not change with the weights' scale: at most 1, so neither their
+            # total overflows nor their products underflow
+            top = float(w.max())
+            w = w / top if top > 0.0 else w
         total.add(np.multiply(w, values, out=np.zeros_like(values), where=w > 0.0))
         if reduction == "sum":
             return total.sum()
@@ -610,12 +615,12 @@ def parse_selection(
             "weights: only with reduction='sum' or 'mean' (with 'none', multiply the rows)"
         )
     if where is not None:
-        w = as_array(where, "where")
+        w = _row_values(where, "where")
         if w.dtype != np.bool_:
             raise TypeError(f"where: expected a boolean array, got dtype {w.dtype}")
         mask = _broadcast_rows(w, batch, "where")
     if weights_ is not None:
-        w = as_array(weights_, "weights")
+        w = _row_values(weights_, "weights")
         if w.dtype.kind not in "fiu" or w.dtype.itemsize > 8:
             raise TypeError(f"weights: expected real numbers, got dtype {w.dtype}")
         weights = np.asarray(_broadcast_rows(w, batch, "weights"), dtype=np.float64)
@@ -627,6 +632,20 @@ def parse_selection(
                 f"weights: expected finite values >= 0, got {float(weights[i])!r} at row {where}"
             )
     return Selection(mask, weights)
+
+
+def _row_values(x: Any, name: str) -> np.ndarray:
+    """A value per row (a mask, weights) as a host ndarray: numpy's conversion first, which
+    takes host tensors of any dtype (a torch bool mask), then the inputs' own."""
+    if is_cuda_array(x):
+        raise TypeError(
+            f"{name}: expected a host array (one value per row); copy a GPU array to the host "
+            "first"
+        )
+    try:
+        return np.asarray(x)
+    except Exception:
+        return as_array(x, name)
 
 
 def _broadcast_rows(x: np.ndarray, batch: tuple[int, ...], name: str) -> np.ndarray:

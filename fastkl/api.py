@@ -9,6 +9,7 @@ function's own formula, notes and examples) into a real function with the full s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
@@ -189,12 +190,14 @@ ndarray or numpy scalar
 Raises
 ------
 TypeError
-    A non-floating input (integer, bool, complex, object), or an option of the wrong type.
+    A non-floating input (integer, bool, complex, object), an option of the wrong type, a
+    ``where`` that is not boolean or ``weights`` that are not real numbers.
 ValueError
     Mismatched lengths along ``axis``, shapes that do not broadcast, 0-d inputs, ``k == 0``,
-    an unknown form or reduction, ``base <= 0`` or ``== 1``, ``eps`` outside (0, 1), an
-    ``out`` of the wrong shape or dtype or read-only or overlapping an input, and with
-    ``validate=True`` an invalid row."""
+    an unknown form or reduction, %(base)s``eps`` outside (0, 1), an ``out`` of the wrong
+    shape or dtype or read-only or overlapping an input, a ``where`` or ``weights`` that
+    does not broadcast to the batch shape, negative or non-finite ``weights``, ``weights``
+    with ``reduction="none"``, and with ``validate=True`` an invalid row."""
 
 
 def keywords(spec: Divergence) -> list[str]:
@@ -208,6 +211,12 @@ def keywords(spec: Divergence) -> list[str]:
 
 def _indent(text: str) -> str:
     return "\n".join(("    " + line) if line else line for line in text.splitlines())
+
+
+def _returns(spec: Divergence) -> str:
+    """The Returns and Raises sections of ``spec``'s function."""
+    base = "``base <= 0`` or ``== 1``, " if spec.uses_base else ""
+    return _RETURNS.replace("%(base)s", base)
 
 
 def _docstring(spec: Divergence, doc: str, arrays: tuple[str, ...]) -> str:
@@ -225,7 +234,7 @@ def _docstring(spec: Divergence, doc: str, arrays: tuple[str, ...]) -> str:
     return doc % {
         "formula": _indent(formula).lstrip(),
         "parameters": _indent(parameters).lstrip(),
-        "returns": _indent(_RETURNS).lstrip(),
+        "returns": _indent(_returns(spec)).lstrip(),
     }
 
 
@@ -247,16 +256,17 @@ def rowwise(name: str) -> Callable[[F], F]:
         params = ", ".join(arrays) + ", *, " + ", ".join(f"{k}=_D[{k!r}]" for k in kws)
         options = ", ".join(f"{k!r}: {k}" for k in kws)
         source = (
-            f"def {name}({params}):\n"
-            f"    return _rowwise(_SPEC, ({', '.join(arrays)},), {{{options}}})\n"
+            "def make(_D, _SPEC, _rowwise):\n"
+            f"    def {name}({params}):\n"
+            f"        return _rowwise(_SPEC, ({', '.join(arrays)},), {{{options}}})\n"
+            f"    return {name}\n"
         )
-        namespace: dict[str, Any] = {
-            "_D": {k: KEYWORDS[k].default for k in kws},
-            "_SPEC": spec,
-            "_rowwise": _driver.rowwise,
-        }
-        exec(source, namespace)  # a real function: its signature is the keywords' own
-        fn = namespace[name]
+        factory: dict[str, Any] = {}
+        # a real function whose signature is the keywords' own, and whose globals are the
+        # declaring module's (type hints resolve there)
+        exec(compile(source, f"<fastkl.api.{name}>", "exec"), declared.__globals__, factory)
+        defaults = {k: KEYWORDS[k].default for k in kws}
+        fn = factory["make"](defaults, spec, _driver.rowwise)
         hints = {**Options.__annotations__, **EntropyOptions.__annotations__}
         fn.__annotations__ = {
             **dict.fromkeys(arrays, "ArrayLike"),
@@ -267,6 +277,8 @@ def rowwise(name: str) -> Callable[[F], F]:
         fn.__qualname__ = declared.__qualname__
         fn.__doc__ = _docstring(spec, declared.__doc__ or "", arrays)
         fn.spec = spec  # the registry's entry, for the backends' and the docs' readers
+        fn.__signature__ = inspect.signature(fn)  # stops inspect at the full signature
+        fn.__wrapped__ = declared  # the source a reader (or Sphinx) is sent to
         return fn
 
     return make
@@ -473,7 +485,7 @@ def tv_distance(p: ArrayLike, q: ArrayLike, **options: Unpack[DistanceOptions]) 
 
     %(formula)s
 
-    The largest difference between the probabilities P and Q give one event; a metric, in
+    The largest difference between the probabilities that P and Q assign to one event; a metric, in
     [0, 1] for distributions (1 for disjoint supports), what drift monitoring compares
     histograms with beside KL, JS and PSI. Zeros need no care (no logarithm is taken); a
     negative probability or a NaN in a row makes the row NaN. Log-score sides are read as

@@ -32,7 +32,8 @@ from numba import njit, prange
 
 from . import _config
 from ._config import JIT_OPTIONS
-from .divergences import REGISTRY, lookup
+from ._warmup import ROWWISE
+from .divergences import lookup
 
 # The roofline kernels only read: their sums are thrown away, so they may be added in any
 # order, and ``reassoc`` lets LLVM vectorize them (the scoring kernels add in a fixed order).
@@ -155,12 +156,8 @@ FAMILY_CASES = [
 # every other divergence of the family's kernels, on probabilities (new specs included)
 FAMILY_CASES += [
     FamilyCase(name, "probs")
-    for name in dict.fromkeys(
-        next(s.name for s in REGISTRY if s.terms is spec.terms)
-        for spec in REGISTRY
-        if not spec.terms.own_kernels
-    )
-    if name not in {case.function for case in FAMILY_CASES}
+    for name in ROWWISE
+    if not lookup(name).terms.own_kernels and name not in {c.function for c in FAMILY_CASES}
 ]
 
 

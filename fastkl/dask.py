@@ -50,15 +50,21 @@ def _score_block(
     fn: Callable[..., Any],
     options: dict[str, Any],
     out_dtype: np.dtype,
+    masked: bool = False,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     """One task: the rows of a block (distribution axis last) scored by the numpy function,
-    with the distribution axis kept at length 1."""
+    with the distribution axis kept at length 1. ``masked``: the last block is ``where``'s
+    (with a distribution axis of length 1)."""
+    keep = None
+    if masked:
+        keep, blocks = blocks[-1][..., 0], blocks[:-1]
     # ``out`` keeps a 0-d block an array, and in float64 it receives the unrounded row values
     # that the reductions sum.
     out = np.empty(np.broadcast_shapes(*(b.shape[:-1] for b in blocks)), out_dtype)
     try:
-        return fn(*blocks, **options, axis=-1, reduction="none", out=out)[..., np.newaxis]
+        rows = fn(*blocks, **options, axis=-1, reduction="none", where=keep, out=out)
+        return rows[..., np.newaxis]
     except ValueError as exc:  # only validate=True fails here: say which block
         if block_info is None:
             raise
@@ -124,6 +130,11 @@ def _rowwise(
 
     reduction = options.pop("reduction")
     dtype = prep.result if reduction == "none" else np.dtype(np.float64)
+    mask = None if chosen.mask is None else chosen.mask.reshape(prep.batch)
+    if mask is not None:  # scored with the blocks: left-out rows are 0 and not validated
+        layout = (*(chunks[i] for i in index[:-1]), (1,))
+        keep = da.from_array(mask[..., np.newaxis], chunks=layout, name=False)
+        blocks = [*blocks, keep]
     # The distribution axis stays (length 1, then indexed away): dropping it in map_blocks
     # would pass every block through np.concatenate, a copy of the inputs.
     rows = da.map_blocks(
@@ -136,20 +147,21 @@ def _rowwise(
         fn=fn,
         options=options,
         out_dtype=dtype,
+        masked=mask is not None,
     )[..., 0]
     if chosen.everything:
         if reduction == "none":
             return rows
         total = rows.sum() if reduction == "sum" else rows.mean()
         return total.astype(prep.result)
-    mask = None if chosen.mask is None else chosen.mask.reshape(prep.batch)
     if reduction == "none":
-        keep = da.from_array(mask, chunks=rows.chunks, name=False)
-        meta = np.empty((0,) * rows.ndim, rows.dtype)
-        return da.map_blocks(_keep, rows, keep, dtype=rows.dtype, meta=meta)
+        return rows
     w = np.ones(prep.batch) if chosen.weights is None else chosen.weights.reshape(prep.batch)
     if mask is not None:
         w = np.where(mask, w, 0.0)
+    if reduction == "mean":
+        top = float(w.max()) if w.size else 0.0
+        w = w / top if top > 0.0 else w  # the mean's weights at most 1 (see _prepare)
     weigh = da.from_array(w, chunks=rows.chunks, name=False)
     meta = np.empty((0,) * rows.ndim, np.float64)
     total = da.map_blocks(_weighed, rows, weigh, dtype=np.float64, meta=meta).sum()
@@ -157,11 +169,6 @@ def _rowwise(
         mass = float(w.sum())  # known now: the weights (or the kept rows' count)
         total = total / mass if mass > 0.0 else da.full((), np.nan)
     return total.astype(prep.result)
-
-
-def _keep(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """A block's rows with those ``where`` leaves out set to 0."""
-    return np.where(keep, rows, 0).astype(rows.dtype)
 
 
 def _weighed(rows: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -176,3 +176,25 @@ def test_where_and_weights_on_dask(data, name):
     assert np.isnan(
         fkd.kl_div(lazy_p, q, where=np.zeros((4, 6), bool), reduction="mean").compute()
     )
+
+
+def test_where_on_dask_validates_the_kept_rows_only(data):
+    da = pytest.importorskip("dask.array")
+    fkd = pytest.importorskip("fastkl.dask")
+    p, q, mask, _ = data
+    p = p.copy()
+    p[~mask] = np.nan  # padding
+    lazy_p = da.from_array(p, chunks=(2, 3, 9))
+    got = fkd.kl_div(lazy_p, q, where=mask, validate=True).compute()
+    np.testing.assert_array_equal(got, fastkl.kl_div(p, q, where=mask, validate=True))
+
+
+def test_where_from_a_torch_mask_and_extreme_weights():
+    torch = pytest.importorskip("torch")
+    p = np.array([[0.1, 0.9], [0.5, 0.5], [0.3, 0.7]])
+    labels = torch.tensor([1, 2, -100])
+    got = fastkl.kl_div(p, [0.4, 0.6], where=labels != -100, reduction="mean")
+    assert got == fastkl.kl_div(p[:2], [0.4, 0.6], reduction="mean")
+    for scale in (1e308, 5e-324):  # the mean's weights rescaled: no overflow, no underflow
+        got = fastkl.kl_div(p, [0.4, 0.6], weights=[scale, scale, 0.0], reduction="mean")
+        np.testing.assert_allclose(got, fastkl.kl_div(p[:2], [0.4, 0.6], reduction="mean"))
