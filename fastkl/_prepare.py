@@ -576,26 +576,30 @@ class Selection:
         if self.everything:
             total.add(values)
             return total.mean() if reduction == "mean" else total.sum()
-        if self.weights is None:
-            assert self.mask is not None
-            total.add(np.where(self.mask, values, 0.0))
-            count = int(np.count_nonzero(self.mask))
-            if reduction == "sum":
-                return total.sum()
-            return total.sum() / count if count else math.nan
-        w = self.weights if self.mask is None else np.where(self.mask, self.weights, 0.0)
-        if reduction == "mean" and w.size:
-            # the mean does not change with the weights' scale: at most 1, so neither their
-            # total overflows nor their products underflow
-            top = float(w.max())
-            w = w / top if top > 0.0 else w
-        total.add(np.multiply(w, values, out=np.zeros_like(values), where=w > 0.0))
+        w = self.row_weights(reduction)
+        total.add(self.weigh(w, values))
         if reduction == "sum":
             return total.sum()
         mass = RowSum()
         mass.add(w)
         denominator = mass.sum()
         return total.sum() / denominator if denominator > 0.0 else math.nan
+
+    def row_weights(self, reduction: str) -> np.ndarray:
+        """Each row's weight in a reduction: its weight (1 without ``weights``), 0 where
+        ``where`` leaves it out; for the mean scaled to at most 1, which does not change the
+        mean and keeps the total from overflowing and the products from underflowing."""
+        if self.weights is None:
+            assert self.mask is not None
+            return self.mask.astype(np.float64)
+        w = self.weights if self.mask is None else np.where(self.mask, self.weights, 0.0)
+        top = float(w.max()) if w.size else 0.0
+        return w / top if reduction == "mean" and top > 0.0 else w
+
+    @staticmethod
+    def weigh(w: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``w * values``, and 0 where w is 0 (whatever the row holds: padding, inf, NaN)."""
+        return np.multiply(w, values, out=np.zeros(values.shape), where=w > 0.0)
 
 
 def selection(call: Call, batch: tuple[int, ...]) -> Selection:
@@ -751,9 +755,6 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
     before anything is read; the arrays are checked by :func:`prepare`."""
     p_form = parse_form(options["p_form"], "p_form")
     reduction = parse_reduction(options["reduction"])
-    weights = options.get("weights")
-    if weights is not None and reduction == "none":
-        parse_selection(None, weights, (), reduction)  # its ValueError, before the arrays
     if spec.reads_q:
         names, forms = ("p", "q"), (p_form, parse_form(options["q_form"], "q_form"))
     else:
@@ -771,5 +772,5 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
         out=options["out"],
         device=options["device"],
         where=options.get("where"),
-        weights=weights,
+        weights=options.get("weights"),
     )

@@ -32,13 +32,11 @@ from .divergences import REGISTRY, lookup
 
 #: The row-wise functions a unit can name: one per set of kernels (``js_distance`` runs
 #: ``js_div``'s, and names its unit), from the registry.
-_FIRST = {spec.terms: spec.name for spec in reversed(REGISTRY)}  # the first name of each
-ROWWISE_TERMS = tuple(reversed(_FIRST))
-ROWWISE = tuple(_FIRST[t] for t in ROWWISE_TERMS)
-#: every row-wise function -> the unit that compiles its kernels
+#: every row-wise function -> the unit that compiles its kernels (the first of its terms')
 _UNIT_OF = {
     spec.name: next(s.name for s in REGISTRY if s.terms is spec.terms) for spec in REGISTRY
 }
+ROWWISE = tuple(dict.fromkeys(_UNIT_OF.values()))
 #: The other units: argument validation, the closed forms, pairwise scoring.
 OTHERS = ("validate", "bernoulli_kl", "gaussian_kl", "pairwise_kl")
 #: What the C library's functions run (``fastkl build-capi`` compiles these units).

@@ -156,24 +156,14 @@ def _rowwise(
         return total.astype(prep.result)
     if reduction == "none":
         return rows
-    w = np.ones(prep.batch) if chosen.weights is None else chosen.weights.reshape(prep.batch)
-    if mask is not None:
-        w = np.where(mask, w, 0.0)
-    if reduction == "mean":
-        top = float(w.max()) if w.size else 0.0
-        w = w / top if top > 0.0 else w  # the mean's weights at most 1 (see _prepare)
+    w = chosen.row_weights(reduction).reshape(prep.batch)  # the numpy API's weights
     weigh = da.from_array(w, chunks=rows.chunks, name=False)
     meta = np.empty((0,) * rows.ndim, np.float64)
-    total = da.map_blocks(_weighed, rows, weigh, dtype=np.float64, meta=meta).sum()
+    total = da.map_blocks(chosen.weigh, weigh, rows, dtype=np.float64, meta=meta).sum()
     if reduction == "mean":
         mass = float(w.sum())  # known now: the weights (or the kept rows' count)
         total = total / mass if mass > 0.0 else da.full((), np.nan)
     return total.astype(prep.result)
-
-
-def _weighed(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """w * rows, and 0 where w is 0 (whatever the row holds: padding, inf, NaN)."""
-    return np.multiply(w, rows, out=np.zeros(rows.shape), where=w > 0.0)
 
 
 def _selection(
