@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import _cpu, _cpu_family
+from . import _cpu, _cpu_family, _cpu_train
 from ._prepare import Call
 
 KernelCall = Callable[[list[tuple[np.ndarray, int]], int, np.ndarray], None]
@@ -56,3 +56,27 @@ def closed_call(name: str, divisor: float) -> KernelCall:
         kernel(a, lda, b, ldb, c, ldc, d, ldd, k, target)
 
     return four if name == "gaussian" else two
+
+
+def train_call(call: Call, compute: np.dtype):
+    """Score host rows for a training call (``_train``): values and gradients in one kernel."""
+    kernel = _cpu_train.train_kernel(call.spec.terms)
+    p_form, q_form = call.p_form, call.q_form
+    post, which = call.spec.post_code, call.which
+
+    def rows_fn(rows, grads, scale, k, target):
+        (pb, ldp), (qb, ldq) = rows if len(rows) == 2 else rows * 2  # entropy reads p only
+        gp, gq = ([*grads, None])[:2]
+        (gpb, ldgp) = gp if gp is not None else (_NO_GRAD[compute.char], 0)
+        (gqb, ldgq) = gq if gq is not None else (_NO_GRAD[compute.char], 0)
+        sb, lds = scale
+        options = (call.normalize, call.eps, call.inv_t, call.beta, call.divisor, post, which)
+        kernel(
+            pb, ldp, qb, ldq, k, p_form, q_form, *options, gpb, ldgp, gqb, ldgq, sb, lds, target
+        )
+
+    return rows_fn
+
+
+#: a gradient buffer that is never written (a side not asked for): one numba type per dtype
+_NO_GRAD = {"f": np.zeros(1, np.float32), "d": np.zeros(1, np.float64)}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _prepare
+from . import _prepare, _train
 from .divergences import Divergence
 
 #: device -> the module of its backend
@@ -59,14 +59,9 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
             return chosen.on_device(call, arrays)
     prep = _prepare.prepare(arrays, call.names, call.axis)
     rows = _prepare.selection(call, prep.batch)
-    if call.validate:
-        full = (*prep.batch, prep.k)
-        for view, name, form in zip(prep.views, call.names, call.forms, strict=True):
-            if rows.mask is not None:  # rows left out (padding) may hold anything
-                view = np.broadcast_to(view, full)
-            _prepare.validate_rows(
-                view, name, form, call.normalize, prep.compute, call.measures, mask=rows.mask
-            )
+    if call.training:
+        return _train.run(call, prep, rows, chosen.train_call)
+    _prepare.validate_call(call, prep, rows)
     kernel_call = chosen.kernel_call(call, prep.compute)
     return _prepare.finish(
         prep, _prepare.operands(prep), kernel_call, call.reduction, call.out, arrays, rows

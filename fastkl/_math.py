@@ -25,22 +25,29 @@ __all__ = [
     "bernoulli_term",
     "clip",
     "cross_entropy_from_moments",
+    "cross_entropy_grad",
     "cross_entropy_term",
     "cross_entropy_term_fast",
     "entropy_from_moments",
+    "entropy_grad",
     "entropy_term",
     "entropy_term_fast",
     "exact_div",
     "finish_row",
     "gaussian_term",
     "generalized_kl_from_moments",
+    "generalized_kl_grad",
     "generalized_kl_term",
     "generalized_kl_term_fast",
+    "hellinger_grad",
     "hellinger_term",
     "hellinger_term_fast",
+    "js_grad",
+    "js_skew_term",
     "js_term",
     "js_term_fast",
     "kl_from_moments",
+    "kl_grad",
     "kl_term",
     "kl_term_fast",
     "kl_term_log",
@@ -48,10 +55,13 @@ __all__ = [
     "like",
     "log_ratio_core",
     "max_nan",
+    "post_slope",
     "ratio_guard",
     "sym_kl_from_moments",
+    "sym_kl_grad",
     "sym_kl_term",
     "sym_kl_term_fast",
+    "tv_grad",
     "tv_term",
     "tv_term_fast",
     "vae_term",
@@ -325,6 +335,118 @@ def entropy_from_moments(e1, e2, mp, mq):
 def generalized_kl_from_moments(e1, e2, mp, mq):
     """Generalized KL from ``e1 = sum p (log p - log q)`` and the masses."""
     return e1 - mp + mq
+
+
+# --- gradients: each divergence's term and its partial derivatives ---------------------------
+#
+# ``<name>_grad(p, q, lp, lq, beta)`` gives, in float64, the term t of ``<name>_term`` at
+# probabilities p, q with logs lp, lq, and its partial derivatives: ``dt/dp``, ``dt/dq`` (the
+# probabilities as free coordinates) and ``dt/dlog p = p dt/dp``, ``dt/dlog q = q dt/dq`` (the
+# coordinates of a log-score side), the latter with their limits at a zero probability (0
+# where the term is 0 along that side, never 0 * inf = NaN). ``beta`` is the skew of
+# Jensen-Shannon; the others do not read it. The training kernels chain these through each
+# side's form (softmax, normalization, clipping, temperature).
+
+
+def js_skew_term(p, q, beta):
+    """Skewed Jensen-Shannon: ``beta p log(p / m) + (1 - beta) q log(q / m)`` with
+    ``m = beta p + (1 - beta) q``. 0 for beta 0 and 1 (m is then q or p), finite for any
+    p, q >= 0; a negative or NaN input gives NaN. :func:`js_term` at beta = 1/2."""
+    a = 1.0 - beta
+    m = beta * p + a * q
+    if m < 2.2250738585072014e-308 and m > 0.0:
+        # as js_term: a subnormal m may have lost p or q to rounding; the term is homogeneous
+        p, q = p * 4.149515568880993e180, q * 4.149515568880993e180
+        m = beta * p + a * q
+        return (beta * kl_term(p, m) + a * kl_term(q, m)) * 2.409919865102884e-181
+    return beta * kl_term(p, m) + a * kl_term(q, m)
+
+
+def kl_grad(p, q, lp, lq, beta):
+    """KL's term ``p log(p / q)`` and its derivatives: ``log(p / q) + 1``, ``-p / q`` (0 where
+    p is 0, -inf where p > 0 and q is 0), ``p (log(p / q) + 1)`` and ``-p``."""
+    t = kl_term_log(p, lp, lq)
+    dp = -inf if p == 0.0 else (lp - lq) + 1.0
+    dq = 0.0 if p == 0.0 else -exact_div(p, q) if q != 0.0 else -inf
+    return t, dp, dq, t + p, -p
+
+
+def js_grad(p, q, lp, lq, beta):
+    """Skewed Jensen-Shannon's term (:func:`js_skew_term`) and its derivatives
+    ``beta log(p / m)`` and ``(1 - beta) log(q / m)``; in log coordinates its two halves,
+    ``beta p log(p / m)`` and ``(1 - beta) q log(q / m)``."""
+    a = 1.0 - beta
+    m = beta * p + a * q
+    lm = log(m)
+    dp = 0.0 if beta == 0.0 else (-inf if p == 0.0 else beta * (lp - lm))
+    dq = 0.0 if a == 0.0 else (-inf if q == 0.0 else a * (lq - lm))
+    hp = beta * kl_term(p, m)
+    hq = a * kl_term(q, m)
+    return js_skew_term(p, q, beta), dp, dq, hp, hq
+
+
+def sym_kl_grad(p, q, lp, lq, beta):
+    """Jeffreys' term ``(p - q) log(p / q)`` and its derivatives ``log(p / q) + 1 - q / p``
+    and ``log(q / p) + 1 - p / q``; in log coordinates ``p log(p / q) + p - q`` and
+    ``q log(q / p) + q - p``."""
+    hp = kl_term_log(p, lp, lq) + (p - q)
+    hq = kl_term_log(q, lq, lp) + (q - p)
+    dp = exact_div(hp, p) if p != 0.0 else (0.0 if q == 0.0 else -inf)
+    dq = exact_div(hq, q) if q != 0.0 else (0.0 if p == 0.0 else -inf)
+    return sym_kl_term(p, q, lp, lq), dp, dq, hp, hq
+
+
+def cross_entropy_grad(p, q, lp, lq, beta):
+    """Cross-entropy's term ``-p log q`` and its derivatives ``-log q`` and ``-p / q`` (0
+    where p is 0); in log coordinates ``-p log q`` and ``-p``."""
+    t = cross_entropy_term(p, q, lp, lq)
+    dq = 0.0 if p == 0.0 else -exact_div(p, q) if q != 0.0 else -inf
+    return t, -lq, dq, t, -p
+
+
+def entropy_grad(p, q, lp, lq, beta):
+    """Entropy's term ``-p log p`` and its derivatives ``-(log p + 1)`` (+inf at p = 0) and,
+    in log coordinates, ``-p (log p + 1)``; none along q."""
+    t = entropy_term(p, q, lp, lq)
+    dp = inf if p == 0.0 else -(lp + 1.0)
+    return t, dp, 0.0, t - p, 0.0
+
+
+def generalized_kl_grad(p, q, lp, lq, beta):
+    """Generalized KL's term ``p log(p / q) - p + q`` and its derivatives ``log(p / q)`` and
+    ``1 - p / q``; in log coordinates ``p log(p / q)`` and ``q - p``."""
+    kl = kl_term_log(p, lp, lq)
+    dp = -inf if p == 0.0 else lp - lq
+    dq = 1.0 if p == 0.0 else (1.0 - exact_div(p, q) if q != 0.0 else -inf)
+    return kl - p + q, dp, dq, kl, q - p
+
+
+def tv_grad(p, q, lp, lq, beta):
+    """Total variation's term ``|p - q| / 2`` and its derivatives ``sign(p - q) / 2`` and its
+    negative (0 where p == q); in log coordinates those times p and q."""
+    s = 0.5 if p > q else (-0.5 if p < q else 0.0)
+    return tv_term(p, q, lp, lq), s, -s, s * p, -s * q
+
+
+def hellinger_grad(p, q, lp, lq, beta):
+    """Squared Hellinger's term ``(sqrt p - sqrt q)^2 / 2`` and its derivatives
+    ``(1 - sqrt(q / p)) / 2`` and ``(1 - sqrt(p / q)) / 2``; in log coordinates
+    ``sqrt p (sqrt p - sqrt q) / 2`` and ``sqrt q (sqrt q - sqrt p) / 2``."""
+    sp = sqrt(p)
+    sq = sqrt(q)
+    d = sp - sq
+    dp = exact_div(0.5 * d, sp) if p != 0.0 else (0.0 if q == 0.0 else -inf)
+    dq = exact_div(-0.5 * d, sq) if q != 0.0 else (0.0 if p == 0.0 else -inf)
+    return hellinger_term(p, q, lp, lq), dp, dq, 0.5 * sp * d, -0.5 * sq * d
+
+
+def post_slope(v, post):
+    """The derivative of :func:`finish_row` at a row's value ``v``: 1, except for a distance,
+    ``1 / (2 sqrt v)``, taken as 0 at v == 0 (its minimum, where the root's slope is
+    infinite but the distance cannot decrease)."""
+    if post == POST_SQRT:
+        return 0.5 / sqrt(v) if v > 0.0 else 0.0
+    return 1.0
 
 
 # Row post-processing codes of the family (the argument ``post`` of every target's kernels).

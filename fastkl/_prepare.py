@@ -161,6 +161,34 @@ def parse_eps(eps: Any) -> float:
     return e
 
 
+def parse_temperature(temperature: Any) -> float:
+    """A temperature: a finite float > 0."""
+    t = _parse_real(temperature, "temperature", "a finite float > 0")
+    if not (math.isfinite(t) and t > 0.0 and math.isfinite(1.0 / t)):
+        raise ValueError(f"temperature: expected a finite float > 0, got {temperature!r}")
+    return t
+
+
+def parse_beta(beta: Any) -> float:
+    """A mixture's skew: a float in [0, 1]."""
+    b = _parse_real(beta, "beta", "a float in [0, 1]")
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"beta: expected a float in [0, 1], got {beta!r}")
+    return b
+
+
+#: grad= -> the sides it asks for (bit 0 p, bit 1 q)
+GRADS = {None: 0, "p": 1, "q": 2, "both": 3}
+
+
+def parse_grad(grad: Any, names: Sequence[str]) -> int:
+    """The sides ``grad`` asks for, as bits; a divergence of p only takes None or "p"."""
+    allowed = [g for g in GRADS if g is None or len(names) == 2 or g == "p"]
+    if not (grad is None or isinstance(grad, str)) or grad not in allowed:
+        raise ValueError(f"grad: expected one of {', '.join(map(repr, allowed))}, got {grad!r}")
+    return GRADS[grad]
+
+
 def parse_device(device: Any) -> str | None:
     """'cpu', 'cuda', or None (where the inputs are)."""
     if device is None:
@@ -417,6 +445,19 @@ def validate_rows(
     )
 
 
+def validate_call(call: Call, prep: Prepared, chosen: Selection) -> None:
+    """``validate=True``: check every input's rows that ``chosen`` keeps."""
+    if not call.validate:
+        return
+    full = (*prep.batch, prep.k)
+    for view, name, form in zip(prep.views, call.names, call.forms, strict=True):
+        if chosen.mask is not None:  # rows left out (padding) may hold anything
+            view = np.broadcast_to(view, full)
+        validate_rows(
+            view, name, form, call.normalize, prep.compute, call.measures, mask=chosen.mask
+        )
+
+
 # --- the call ----------------------------------------------------------------------------
 
 
@@ -429,10 +470,18 @@ class Prepared:
     k: int
     compute: np.dtype  # float32 or float64: what the kernel reads
     result: np.dtype  # dtype of the result
+    inputs: list[np.ndarray] | None = None  # the arrays as given (converted, not copied)
+    ax: int = -1  # the distribution axis after aligning every input to the same ndim
+
+    def view_of(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (of an input's shape) as that input's view: aligned, axis last."""
+        ndim = self.views[0].ndim
+        x = x if x.ndim == ndim else x[(np.newaxis,) * (ndim - x.ndim)]
+        return x if self.ax == ndim - 1 else np.moveaxis(x, self.ax, -1)
 
 
 def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
-    arrs = [as_float_array(a, name) for a, name in zip(arrays, names, strict=True)]
+    arrs = inputs = [as_float_array(a, name) for a, name in zip(arrays, names, strict=True)]
     ndim = max(a.ndim for a in arrs)
     ax = parse_axis(axis, ndim)
     given = [a.shape for a in arrs]  # for messages: the shapes the caller passed
@@ -461,7 +510,7 @@ def prepare(arrays: Sequence[Any], names: Sequence[str], axis: Any) -> Prepared:
         ) from None
     any64 = any(a.dtype.itemsize == 8 for a in arrs)
     dtype = np.dtype(np.float64 if any64 else np.float32)
-    return Prepared(views, tuple(batch), k, dtype, dtype)
+    return Prepared(views, tuple(batch), k, dtype, dtype, inputs, ax)
 
 
 def check_out(
@@ -735,6 +784,15 @@ class Call:
     device: Any  # as given: None, "cpu" or "cuda"
     where: Any = None  # as given: checked against the batch shape by ``selection``
     weights: Any = None
+    inv_t: float = 1.0  # 1 / temperature
+    beta: float = 0.5  # the skew of a mixture (Jensen-Shannon's M)
+    which: int = 0  # the gradients asked for: bit 0 p, bit 1 q
+    grad_out: Any = None  # as given: checked against the inputs by ``_train``
+
+    @property
+    def training(self) -> bool:
+        """Whether the call needs the training kernels (a gradient, a temperature or a skew)."""
+        return self.which != 0 or self.inv_t != 1.0 or self.beta != 0.5
 
     @property
     def p_form(self) -> int:
@@ -773,4 +831,8 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
         device=options["device"],
         where=options.get("where"),
         weights=options.get("weights"),
+        inv_t=1.0 / parse_temperature(options.get("temperature", 1.0)),
+        beta=parse_beta(options.get("beta", 0.5)),
+        which=parse_grad(options.get("grad"), names),
+        grad_out=options.get("grad_out"),
     )

@@ -25,6 +25,7 @@ _warmup.notify_slow_compiles()  # a first call that compiles says so
 Form = Literal["probs", "log_probs", "logits"]
 Reduction = Literal["none", "sum", "mean"]
 Device = Literal["cpu", "cuda"]
+Grad = Literal["p", "q", "both"]
 
 
 class _Common(TypedDict, total=False):
@@ -32,9 +33,12 @@ class _Common(TypedDict, total=False):
     reduction: Reduction
     where: ArrayLike | None
     weights: ArrayLike | None
+    temperature: float
     eps: float | None
     normalize: bool
     validate: bool
+    grad: Grad | None
+    grad_out: Any
     out: np.ndarray | None
     device: Device | None
 
@@ -57,6 +61,12 @@ class Options(DistanceOptions, total=False):
     """The keywords of a divergence of two sides (KL, Jensen-Shannon, ...)."""
 
     base: float | None
+
+
+class SkewedOptions(Options, total=False):
+    """The keywords of Jensen-Shannon, whose mixture has a skew."""
+
+    beta: float
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,26 @@ weights : array_like, optional
 base : float, optional
     Logarithm base: None for nats, 2 for bits, any finite base > 0 and != 1.""",
     ),
+    "beta": Keyword(
+        0.5,
+        """\
+beta : float
+    The skew, in [0, 1]: the divergence is :math:`\\beta D(P \\| M) + (1 - \\beta) D(Q \\| M)`
+    with :math:`M = \\beta P + (1 - \\beta) Q` (0.5, the default, is the symmetric
+    divergence). Continuous at both ends, where it is 0 (M is then Q or P). TRL's and
+    Liger-Kernel's generalized JSD instead take beta = 0 as forward and beta = 1 as reverse
+    KL, with P the teacher: :func:`fastkl.compat.trl_generalized_jsd_loss` reproduces it.""",
+    ),
+    "temperature": Keyword(
+        1.0,
+        """\
+temperature : float
+    A finite T > 0: every side is read as ``softmax(log(side) / T)`` (logits are divided by
+    T before their log-softmax, log-probabilities divided by T and renormalized,
+    probabilities raised to ``1 / T`` and renormalized), fused, never materialized. No
+    :math:`T^2` factor: Hinton's distillation loss multiplies the result by ``T ** 2``
+    (which scales its gradient too).""",
+    ),
     "eps": Keyword(
         None,
         """\
@@ -143,6 +173,28 @@ validate : bool
     total probability differs from 1 by more than ``max(1e-6, sqrt(k) * finfo(dtype).eps)``
     (``dtype`` being that input's, so about 1e-6 for float32 rows of 64 and 4e-5 for
     100,000). With ``normalize=True`` probability rows only need a positive sum.""",
+    ),
+    "grad": Keyword(
+        None,
+        """\
+grad : {None, "p", "q", "both"}
+    Also return the gradient of the returned value (with ``reduction="none"``, of the sum of
+    the rows) with respect to that input as given, computed in the same pass: ``(value,
+    grad)``, or ``(value, grad_p, grad_q)`` for "both". For logits, the gradient with
+    respect to the logits (through ``temperature``); for log-probabilities or
+    probabilities, with respect to their entries as free coordinates (through
+    ``normalize`` and ``eps``, 0 where ``eps`` clips). Each has its input's shape and dtype
+    (a broadcast input's is summed over the broadcast, as autograd does); ``where`` and
+    ``weights`` apply (a row left out has 0). See the guide "Training with fastkl" for the
+    values at zeros and infinities.""",
+    ),
+    "grad_out": Keyword(
+        None,
+        """\
+grad_out : ndarray or (ndarray, ndarray), optional
+    Preallocated gradient arrays (a pair for ``grad="both"``) of each input's shape and
+    dtype, filled and returned; the input itself is allowed (its gradient overwrites it, as
+    Liger-Kernel does, which saves an array of the inputs' size).""",
     ),
     "out": Keyword(
         None,
@@ -186,6 +238,8 @@ Returns
 -------
 ndarray or numpy scalar
     float64 if either input is float64, else float32. Rows accumulate in float64.
+grad, grad_p, grad_q : ndarray
+    With ``grad``: the value and the gradient(s) as a tuple (see ``grad``).
 
 Raises
 ------
@@ -194,10 +248,12 @@ TypeError
     ``where`` that is not boolean or ``weights`` that are not real numbers.
 ValueError
     Mismatched lengths along ``axis``, shapes that do not broadcast, 0-d inputs, ``k == 0``,
-    an unknown form or reduction, %(base)s``eps`` outside (0, 1), an ``out`` of the wrong
-    shape or dtype or read-only or overlapping an input, a ``where`` or ``weights`` that
-    does not broadcast to the batch shape, negative or non-finite ``weights``, ``weights``
-    with ``reduction="none"``, and with ``validate=True`` an invalid row."""
+    an unknown form or reduction, %(base)s``eps`` outside (0, 1), a ``temperature`` that
+    is not finite and > 0, %(beta)san unknown ``grad``, a ``grad_out`` of the wrong shape
+    or dtype or read-only or overlapping another array, an ``out`` of the wrong shape or
+    dtype or read-only or overlapping an input, a ``where`` or ``weights`` that does not
+    broadcast to the batch shape, negative or non-finite ``weights``, ``weights`` with
+    ``reduction="none"``, and with ``validate=True`` an invalid row."""
 
 
 def keywords(spec: Divergence) -> list[str]:
@@ -205,7 +261,9 @@ def keywords(spec: Divergence) -> list[str]:
     return [
         name
         for name in KEYWORDS
-        if (name != "q_form" or spec.reads_q) and (name != "base" or spec.uses_base)
+        if (name != "q_form" or spec.reads_q)
+        and (name != "base" or spec.uses_base)
+        and (name != "beta" or spec.skewed)
     ]
 
 
@@ -216,7 +274,8 @@ def _indent(text: str) -> str:
 def _returns(spec: Divergence) -> str:
     """The Returns and Raises sections of ``spec``'s function."""
     base = "``base <= 0`` or ``== 1``, " if spec.uses_base else ""
-    return _RETURNS.replace("%(base)s", base)
+    beta = "a ``beta`` outside [0, 1], " if spec.skewed else ""
+    return _RETURNS.replace("%(base)s", base).replace("%(beta)s", beta)
 
 
 def _docstring(spec: Divergence, doc: str, arrays: tuple[str, ...]) -> str:
@@ -267,7 +326,7 @@ def rowwise(name: str) -> Callable[[F], F]:
         exec(compile(source, f"<fastkl.api.{name}>", "exec"), declared.__globals__, factory)
         defaults = {k: KEYWORDS[k].default for k in kws}
         fn = factory["make"](defaults, spec, _driver.rowwise)
-        hints = {**Options.__annotations__, **EntropyOptions.__annotations__}
+        hints = {**SkewedOptions.__annotations__, **EntropyOptions.__annotations__}
         fn.__annotations__ = {
             **dict.fromkeys(arrays, "ArrayLike"),
             **{k: getattr(hints[k], "__forward_arg__", hints[k]) for k in kws},
@@ -328,7 +387,7 @@ def kl_div(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
 
 
 @rowwise("js_div")
-def js_div(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
+def js_div(p: ArrayLike, q: ArrayLike, **options: Unpack[SkewedOptions]) -> Any:
     r"""Jensen-Shannon divergence of every pair of distributions along ``axis``.
 
     %(formula)s
@@ -357,7 +416,7 @@ def js_div(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
 
 
 @rowwise("js_distance")
-def js_distance(p: ArrayLike, q: ArrayLike, **options: Unpack[Options]) -> Any:
+def js_distance(p: ArrayLike, q: ArrayLike, **options: Unpack[SkewedOptions]) -> Any:
     r"""Jensen-Shannon distance: the square root of :func:`js_div`, a metric.
 
     %(formula)s

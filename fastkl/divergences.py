@@ -73,6 +73,10 @@ class Terms:
     #: KL's own CPU kernels (its terms split into sums that a finish step rescales, rows of
     #: k <= 8 in one flat kernel); the others share the family's template
     own_kernels: bool = False
+    #: the term and its partial derivatives ``(p, q, log p, log q, beta) -> (t, dt/dp, dt/dq,
+    #: dt/dlog p, dt/dlog q)`` in float64: the training kernels (values with a gradient, a
+    #: temperature or a skew) chain them through each side's form
+    grad: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class Divergence:
     aliases: tuple[str, ...] = ()
     #: what ``reduction="none"`` is bounded by for distributions (documentation)
     bounds: str = "[0, inf]"
+    #: whether it has a ``beta`` keyword: the skew of a mixture (Jensen-Shannon's M)
+    skewed: bool = False
 
     @property
     def reads_q(self) -> bool:
@@ -129,8 +135,9 @@ KL = Terms(
     from_moments=_math.kl_from_moments,
     nonnegative=True,
     own_kernels=True,
+    grad=_math.kl_grad,
 )
-JS = Terms("js", _math.js_term, _math.js_term_fast, needs_log=False)
+JS = Terms("js", _math.js_term, _math.js_term_fast, needs_log=False, grad=_math.js_grad)
 SYM_KL = Terms(
     "sym_kl",
     _math.sym_kl_term,
@@ -138,6 +145,7 @@ SYM_KL = Terms(
     moments=((_math.MOMENT_P, 1.0, -1.0), (_math.MOMENT_Q, 1.0, -1.0)),
     from_moments=_math.sym_kl_from_moments,
     nonnegative=True,
+    grad=_math.sym_kl_grad,
 )
 CROSS_ENTROPY = Terms(
     "cross_entropy",
@@ -145,6 +153,7 @@ CROSS_ENTROPY = Terms(
     _math.cross_entropy_term_fast,
     moments=((_math.MOMENT_P, 0.0, 1.0),),
     from_moments=_math.cross_entropy_from_moments,
+    grad=_math.cross_entropy_grad,
 )
 ENTROPY = Terms(
     "entropy",
@@ -153,9 +162,16 @@ ENTROPY = Terms(
     reads_q=False,
     moments=((_math.MOMENT_P, 1.0, 0.0),),
     from_moments=_math.entropy_from_moments,
+    grad=_math.entropy_grad,
 )
-TV = Terms("tv", _math.tv_term, _math.tv_term_fast, needs_log=False)
-HELLINGER = Terms("hellinger", _math.hellinger_term, _math.hellinger_term_fast, needs_log=False)
+TV = Terms("tv", _math.tv_term, _math.tv_term_fast, needs_log=False, grad=_math.tv_grad)
+HELLINGER = Terms(
+    "hellinger",
+    _math.hellinger_term,
+    _math.hellinger_term_fast,
+    needs_log=False,
+    grad=_math.hellinger_grad,
+)
 GENERALIZED_KL = Terms(
     "generalized_kl",
     _math.generalized_kl_term,
@@ -164,6 +180,7 @@ GENERALIZED_KL = Terms(
     from_moments=_math.generalized_kl_from_moments,
     uses_masses=True,
     nonnegative=True,
+    grad=_math.generalized_kl_grad,
 )
 
 #: Every row-wise divergence, in the order of the documentation's tables.
@@ -184,6 +201,7 @@ REGISTRY: tuple[Divergence, ...] = (
         post="clamp",
         aliases=("js",),
         bounds="[0, log 2]",
+        skewed=True,
     ),
     Divergence(
         "js_distance",
@@ -193,6 +211,7 @@ REGISTRY: tuple[Divergence, ...] = (
         post="sqrt",
         in_capi=False,
         bounds="[0, sqrt(log 2)]",
+        skewed=True,
     ),
     Divergence(
         "sym_kl",
