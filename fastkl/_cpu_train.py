@@ -35,8 +35,12 @@ A row takes three passes over its inputs (from cache for rows up to the L2 size)
    the reduction, ``1 / log(base)`` and the slope of the post step).
 
 The gradient is written after the last read of the row, element by element, so it may be the
-input itself (``grad_out=`` in place). Sums go to explicit lanes, so results are bitwise the
-same for any thread count.
+input itself (``grad_out=`` in place). A row's sums run in the source's order (no ``reassoc``),
+so results are bitwise the same for any thread count.
+
+Speed: the kinds are runtime values, so the loops do not vectorize; the transcendental
+functions run one at a time (about 5 ns an ``exp``, 8 a ``log``). Specializing the kernel per
+pair of kinds, as the value kernels are, is what would vectorize it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ TRAIN_BLOCK = 64  # rows per parallel task (they share the scratch rows of the d
 GRAD = Unbound("the divergence's term and derivatives (Terms.grad, compiled)")
 HAS_Q = Unbound("whether the terms read q (Terms.reads_q)")
 TRAIN_ROW = Unbound("_t_train_row specialized")
+TRAIN_ELEM = Unbound("_t_train_elem specialized")
 TRAIN_BLOCK_FN = Unbound("_t_train_block specialized")
 
 
@@ -123,80 +128,106 @@ def side_stats(x, kind, login, normalize, inv_t):
 
 
 @njit(**_HELPER)
-def _read(xj, kind, login, inv_t, m, c, a, lo, hi, llo, lhi):
+def _read(xj, kind, login, inv_t, m, c, a, clipping, lo, hi, llo, lhi):
     """Entry j of a side: (probability, its log, whether it passes a gradient (not clipped),
     the unclipped normalized entry: the softmax for SOFT, x / a for PROB)."""
     if kind == PROB:
         u = exact_div(xj, a) if a != 1.0 else xj
+        if not clipping:
+            return u, log(u), True, u
         r = clip(u, lo, hi)
         return r, log(r), (u >= lo and u <= hi), u
     lj = (_z(xj, login, inv_t) - m) - c if kind == SOFT else xj
     s = exp(lj)
+    if not clipping:
+        return s, lj, True, s
     lc = clip(lj, llo, lhi)
     return exp(lc), lc, (lj >= llo and lj <= lhi), s
 
 
+def _t_train_elem(p, q, hp, hq, sp, sq, j, kp, kq, lp_in, lq_in, inv_t, mp, cp, ap, mq, cq, aq,
+                  clipping, lo, hi, llo, lhi, beta, want_p, want_q):  # fmt: skip
+    """Entry j of pass 2: (its term, its share of H for p and for q); the derivatives h and
+    the unclipped normalized entries go to the scratch rows hp, hq, sp, sq."""
+    pj, lpj, pass_p, up = _read(np.float64(p[j]), kp, lp_in, inv_t, mp, cp, ap, clipping, lo, hi,
+                                llo, lhi)  # fmt: skip
+    qj, lqj, pass_q, uq = 1.0, 0.0, True, 1.0
+    if HAS_Q:
+        qj, lqj, pass_q, uq = _read(np.float64(q[j]), kq, lq_in, inv_t, mq, cq, aq, clipping, lo,
+                                    hi, llo, lhi)  # fmt: skip
+    t, dp, dq, dlp, dlq = GRAD(pj, qj, lpj, lqj, beta)
+    share_p = 0.0
+    share_q = 0.0
+    if want_p:
+        h = (dp if kp == PROB else dlp) if pass_p else 0.0
+        hp[j] = h
+        sp[j] = up
+        share_p = h * up if kp == PROB else h
+    if want_q:
+        h = (dq if kq == PROB else dlq) if pass_q else 0.0
+        hq[j] = h
+        sq[j] = uq
+        share_q = h * uq if kq == PROB else h
+    return t, share_p, share_q
+
+
 def _t_train_row(
-    p, q, hp, hq, gp, gq, fp, fq, normalize, eps, inv_t, beta, divisor, post, which, scale
+    p, q, hp, hq, sp, sq, gp, gq, fp, fq, normalize, eps, inv_t, beta, divisor, post, which, scale
 ):
     """A row's value; with ``which`` (1: p, 2: q, 3: both) its gradient scaled by ``scale``
-    into gp and gq (see the module docstring). hp, hq: float64 scratch of k elements."""
+    into gp and gq (see the module docstring). hp, hq, sp, sq: float64 scratch of k
+    elements."""
     k = p.shape[0]
     kp = side_kind(fp, normalize, inv_t)
     kq = side_kind(fq, normalize, inv_t) if HAS_Q else PROB
     lp_in, lq_in = fp != PROBS, fq != PROBS
     mp, cp, ap = side_stats(p, kp, lp_in, normalize, inv_t)
     mq, cq, aq = side_stats(q, kq, lq_in, normalize, inv_t) if HAS_Q else (0.0, 0.0, 1.0)
-    lo, hi = (eps, 1.0) if eps > 0.0 else (-np.inf, np.inf)
-    llo, lhi = (log(eps), 0.0) if eps > 0.0 else (-np.inf, np.inf)
+    clipping = eps > 0.0
+    lo, hi = (eps, 1.0) if clipping else (-np.inf, np.inf)
+    llo, lhi = (log(eps), 0.0) if clipping else (-np.inf, np.inf)
     want_p = (which & 1) != 0
     want_q = HAS_Q and (which & 2) != 0
+    # in order: the row's sums do not vectorize (its kinds are runtime values), so the order
+    # is the source's whatever the build
     acc = 0.0
     sum_p = 0.0
     sum_q = 0.0
     for j in range(k):
-        pj, lpj, pass_p, up = _read(np.float64(p[j]), kp, lp_in, inv_t, mp, cp, ap, lo, hi, llo,
-                                    lhi)  # fmt: skip
-        qj, lqj, pass_q, uq = 1.0, 0.0, True, 1.0
-        if HAS_Q:
-            qj, lqj, pass_q, uq = _read(np.float64(q[j]), kq, lq_in, inv_t, mq, cq, aq, lo, hi,
-                                        llo, lhi)  # fmt: skip
-        t, dp, dq, dlp, dlq = GRAD(pj, qj, lpj, lqj, beta)
+        t, a_p, a_q = TRAIN_ELEM(p, q, hp, hq, sp, sq, j, kp, kq, lp_in, lq_in, inv_t, mp, cp, ap,
+                                 mq, cq, aq, clipping, lo, hi, llo, lhi, beta, want_p,
+                                 want_q)  # fmt: skip
         acc += t
-        if want_p:
-            h = (dp if kp == PROB else dlp) if pass_p else 0.0
-            hp[j] = h
-            sum_p += h * up if kp == PROB else h
-        if want_q:
-            h = (dq if kq == PROB else dlq) if pass_q else 0.0
-            hq[j] = h
-            sum_q += h * uq if kq == PROB else h
+        sum_p += a_p
+        sum_q += a_q
     raw = acc / divisor
     v = finish_row(raw, post)
     if which == 0:
         return v
     f = scale * post_slope(raw, post) / divisor
     if want_p:
-        _write_grad(p, hp, gp, kp, lp_in, normalize, inv_t, mp, cp, ap, sum_p, f)
+        _write_grad(p, hp, sp, gp, kp, lp_in, normalize, inv_t, ap, sum_p, f)
     if want_q:
-        _write_grad(q, hq, gq, kq, lq_in, normalize, inv_t, mq, cq, aq, sum_q, f)
+        _write_grad(q, hq, sq, gq, kq, lq_in, normalize, inv_t, aq, sum_q, f)
     return v
 
 
 @njit(**_HELPER)
-def _write_grad(x, h, g, kind, login, normalize, inv_t, m, c, a, total, f):
+def _write_grad(x, h, s, g, kind, login, normalize, inv_t, a, total, f):
     """Pass 3 for one side: its gradient into g (which may be x itself: entry j is read before
-    it is written)."""
+    it is written). s: the unclipped normalized entries of pass 2."""
     k = x.shape[0]
     if kind == SOFT:
         ft = f * inv_t
-        for j in range(k):
-            xj = np.float64(x[j])
-            s = exp((_z(xj, login, inv_t) - m) - c)
-            d = (h[j] - s * total) * ft
-            if not login:  # d log x / dx; at x == 0 the limit is 0 for T < 1
-                d = d / xj if xj != 0.0 else (0.0 if inv_t > 1.0 else np.nan)
-            g[j] = d
+        if login:
+            for j in range(k):
+                g[j] = (h[j] - s[j] * total) * ft
+        else:
+            for j in range(k):
+                # d log x / dx = 1 / x; at x == 0 the limit is 0 for T < 1
+                xj = np.float64(x[j])
+                d = (h[j] - s[j] * total) * ft
+                g[j] = d / xj if xj != 0.0 else (0.0 if inv_t > 1.0 else np.nan)
     elif kind == PROB and normalize:
         fa = f / a
         for j in range(k):
@@ -209,7 +240,7 @@ def _write_grad(x, h, g, kind, login, normalize, inv_t, m, c, a, total, f):
 def _t_train_block(p, ldp, q, ldq, k, fp, fq, normalize, eps, inv_t, beta, divisor, post,
                    which, gp, ldgp, gq, ldgq, scale, lds, out, r0):  # fmt: skip
     """Rows r0 to r0 + TRAIN_BLOCK (fewer at the end): they share the scratch rows."""
-    h = np.empty((2, k if which else 1), np.float64)
+    h = np.empty((4, k if which else 1), np.float64)
     for i in range(r0, min(r0 + TRAIN_BLOCK, out.shape[0])):
         s = scale[i * lds]
         if which and s == 0.0:
@@ -225,6 +256,8 @@ def _t_train_block(p, ldp, q, ldq, k, fp, fq, normalize, eps, inv_t, beta, divis
             q[i * ldq : i * ldq + k],
             h[0],
             h[1],
+            h[2],
+            h[3],
             gp[i * ldgp : i * ldgp + k] if which & 1 else gp,
             gq[i * ldgq : i * ldgq + k] if (HAS_Q and which & 2) else gq,
             fp,
@@ -258,6 +291,8 @@ def train_kernel(terms: Terms):
     kernel = _TRAIN_KERNELS.get(terms)
     if kernel is None:
         bindings = {"GRAD": getattr(_S, terms.grad.__name__), "HAS_Q": terms.reads_q}
+        elem = specialize(_t_train_elem, f"train_elem_{terms.tag}", bindings)
+        bindings["TRAIN_ELEM"] = njit(**_HELPER)(elem)
         row = specialize(_t_train_row, f"train_row_{terms.tag}", bindings)
         bindings["TRAIN_ROW"] = njit(**_HELPER)(row)
         block = specialize(_t_train_block, f"train_block_{terms.tag}", bindings)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -652,3 +653,63 @@ def kernel_call(call: Call, compute: np.dtype) -> Callable[..., None]:
     """Score host rows through the GPU (the backend interface of ``_driver``): chunks
     staged into pinned buffers, on two streams."""
     return _Streamer(call, compute)
+
+
+def train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
+    """A training call (a gradient, a temperature or a skew) with ``device="cuda"`` or GPU
+    arrays: there are no CUDA training kernels yet, so the inputs are copied to the host,
+    computed by the CPU's training kernels, and the results copied back to the GPU where the
+    inputs lived (once per process, a UserWarning says so)."""
+    _warn_host_training()
+    on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
+    given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
+    if any(_prepare.is_cuda_array(g) for g in given):
+        raise TypeError(
+            "grad_out: GPU arrays are not supported yet (the gradient is computed on the host)"
+        )
+    host = [
+        _copy_to_host(x, name) if _prepare.is_cuda_array(x) else x
+        for x, name in zip(arrays, call.names, strict=True)
+    ]
+    out = call.out
+    device_out = _prepare.is_cuda_array(out)
+    if device_out:
+        call.out = None
+    result = on_cpu(call, host)
+    parts = list(result) if isinstance(result, tuple) else [result]
+    value = parts[0]
+    if device_out:
+        target = _DeviceOperand(out, "out")
+        host_out = np.ascontiguousarray(value, dtype=target.stand_in.dtype)
+        if target.interface is None:  # the simulator's device memory is a numpy array
+            target.stand_in[...] = host_out
+        else:
+            cuda.from_cuda_array_interface(target.interface, owner=out).copy_to_device(host_out)
+        parts[0] = out
+    elif on_gpu and isinstance(value, np.ndarray):
+        parts[0] = cuda.to_device(value)
+    if on_gpu:
+        parts[1:] = [cuda.to_device(g) for g in parts[1:]]
+    return tuple(parts) if isinstance(result, tuple) else parts[0]
+
+
+def _copy_to_host(x: Any, name: str) -> np.ndarray:
+    op = _DeviceOperand(x, name)
+    if op.interface is None:  # the simulator's device memory is a numpy array
+        return np.array(op.stand_in)
+    return cuda.from_cuda_array_interface(op.interface, owner=op.owner or x).copy_to_host()
+
+
+_warned_host_training = False
+
+
+def _warn_host_training() -> None:
+    global _warned_host_training
+    if not _warned_host_training:
+        _warned_host_training = True
+        warnings.warn(
+            "fastkl: gradients, temperatures and skews are computed by the CPU's kernels for "
+            "now (GPU arrays are copied to the host and back)",
+            UserWarning,
+            stacklevel=4,
+        )

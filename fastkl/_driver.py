@@ -55,6 +55,8 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
     chosen = backend(device)
     if device == "cuda":
         chosen.require_gpu()
+        if call.training:
+            return chosen.train_via_host(call, arrays, _training_on_cpu)
         if any(_prepare.is_cuda_array(x) for x in (*arrays, call.out)):
             return chosen.on_device(call, arrays)
     prep = _prepare.prepare(arrays, call.names, call.axis)
@@ -66,6 +68,12 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
     return _prepare.finish(
         prep, _prepare.operands(prep), kernel_call, call.reduction, call.out, arrays, rows
     )
+
+
+def _training_on_cpu(call: _prepare.Call, arrays: Sequence[Any]) -> Any:
+    """A training call on host arrays, on the CPU (the CUDA backend's stand-in)."""
+    prep = _prepare.prepare(arrays, call.names, call.axis)
+    return _train.run(call, prep, _prepare.selection(call, prep.batch), backend("cpu").train_call)
 
 
 def closed_form(

@@ -32,6 +32,7 @@ __all__ = [
     "scipy_jensenshannon",
     "torch_kl_div",
     "torchmetrics_kl_divergence",
+    "trl_generalized_jsd_loss",
 ]
 
 #: Keras's ``backend.epsilon()`` as Keras applies it: cast to float32 (1.0000000116860974e-07),
@@ -696,3 +697,108 @@ def torchmetrics_kl_divergence(
     if log_prob:
         return api.kl_div(pa, qa, p_form="log_probs", q_form="log_probs", reduction=reduction)
     return api.kl_div(pa, qa, normalize=True, reduction=reduction)
+
+
+# --- TRL ----------------------------------------------------------------------------------------
+
+
+def trl_generalized_jsd_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    labels: Any = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: Literal["batchmean", "sum", "mean"] = "batchmean",
+) -> Any:
+    r"""TRL's ``GKDTrainer.generalized_jsd_loss``: the generalized Jensen-Shannon divergence of
+    on-policy distillation, on numpy arrays or torch tensors (differentiable).
+
+    With T the temperature, :math:`P_T = \mathrm{softmax}(z_{\mathrm{teacher}} / T)` and
+    :math:`P_S = \mathrm{softmax}(z_{\mathrm{student}} / T)` per token:
+
+    .. math::
+
+        \mathrm{GJSD}_\beta = \beta D(P_T \| M) + (1 - \beta) D(P_S \| M),
+        \qquad M = \beta P_T + (1 - \beta) P_S
+
+    for 0 < beta < 1, and, as TRL defines its ends, the forward KL :math:`D(P_T \| P_S)` at
+    beta = 0 and the reverse KL :math:`D(P_S \| P_T)` at beta = 1 (the mixture itself would
+    be 0 there: :func:`fastkl.js_div` with ``beta``).
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : array_like or torch.Tensor
+        (batch, sequence, vocabulary) or (tokens, vocabulary) logits.
+    labels : array_like or torch.Tensor, optional
+        (batch, sequence) token ids; tokens whose label is -100 are left out.
+    beta : float
+        In [0, 1].
+    temperature : float
+        Both sides' logits are divided by it (TRL applies no :math:`T^2` factor either).
+    reduction : {"batchmean", "sum", "mean"}
+        "batchmean": the sum over tokens divided by the number of tokens kept with
+        ``labels``, else by the first dimension (TRL's ``jsd.size(0)``: the batch size for
+        3-d logits); "sum"; "mean": the sum divided by the number of elements (tokens kept
+        times the vocabulary), as TRL's ``jsd.mean()``. TRL's "none" returns elementwise
+        terms (tokens x vocabulary), which fastkl never forms: use ``fastkl.js_div(teacher,
+        student, beta=beta, ...)`` for per-token values.
+
+    Returns
+    -------
+    numpy scalar, or a 0-d tensor that autograd differentiates (through the student's and,
+    where it requires a gradient, the teacher's logits) for torch inputs.
+
+    Notes
+    -----
+    The values are TRL's mathematically; TRL computes in the logits' precision (its mixture
+    through ``logsumexp`` of stacked log-probabilities, a (2, tokens, vocabulary) temporary),
+    fastkl in float64 per element, so float32 results agree to rounding, not bitwise. No
+    token kept gives NaN for "batchmean" and "mean" (TRL divides 0 by 0 too).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastkl.compat import trl_generalized_jsd_loss
+    >>> student = np.array([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]])
+    >>> teacher = np.array([[[2.0, 0.0, -2.0], [0.0, 0.0, 0.0]]])
+    >>> round(float(trl_generalized_jsd_loss(student, teacher, labels=[[7, -100]])), 10)
+    0.0324333814
+    >>> round(float(trl_generalized_jsd_loss(student, teacher, beta=0.0)), 10)  # forward KL
+    0.1416858941
+    """
+    _choice(reduction, "reduction", ("batchmean", "sum", "mean"))
+    beta = _prepare.parse_beta(beta)
+    _prepare.parse_temperature(temperature)
+    torch_inputs = type(student_logits).__module__.startswith("torch")
+    if torch_inputs:
+        from . import torch as module
+    else:
+        module = api  # type: ignore[assignment]
+        student_logits = _array(student_logits, "student_logits")
+        teacher_logits = _array(teacher_logits, "teacher_logits")
+        _check_rows((student_logits, teacher_logits), ("student_logits", "teacher_logits"), -1)
+    shape = tuple(student_logits.shape)
+    where = None
+    if labels is not None:
+        lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+        if lab.shape != shape[:-1]:
+            raise ValueError(f"labels: expected shape {shape[:-1]}, got {lab.shape}")
+        where = lab != -100
+    options = {"p_form": "logits", "q_form": "logits", "temperature": temperature,
+               "where": where, "reduction": "sum"}  # fmt: skip
+    if beta == 0.0:
+        total = module.kl_div(teacher_logits, student_logits, **options)
+    elif beta == 1.0:
+        total = module.kl_div(student_logits, teacher_logits, **options)
+    else:
+        total = module.js_div(teacher_logits, student_logits, beta=beta, **options)
+    tokens = int(where.sum()) if where is not None else math.prod(shape[:-1])
+    if reduction == "sum":
+        return total
+    if reduction == "batchmean":
+        count = tokens if where is not None else shape[0]
+    else:
+        count = tokens * shape[-1]
+    if count == 0:
+        return total * math.nan
+    return total / count
