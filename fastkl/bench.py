@@ -447,6 +447,83 @@ def _verdicts(r: dict) -> str:
     return "; ".join(notes)
 
 
+@njit(**_ROOFLINE)
+def _stream_rows_write(p, q, g):
+    """Read every row of p and q once and write one row: a gradient's traffic."""
+    for i in prange(g.shape[0]):
+        for j in range(g.shape[1]):
+            g[i, j] = q[i, j] - p[i, j]
+
+
+@dataclass
+class TrainCase:
+    """A distillation step: teacher probabilities against student logits, KL's value and its
+    gradient with respect to the logits, against torch's forward plus backward."""
+
+    name: str
+    n: int
+    k: int
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+TRAIN_CASES = [
+    TrainCase("train f32 1,000,000 x 64", 1_000_000, 64, {"roofline": 1.5, "torch": 5.0}),
+    TrainCase("train f32 4,096 x 32,768", 4_096, 32_768, {"roofline": 1.5, "torch": 5.0}),
+]
+
+
+def run_train_case(case: TrainCase, repeat: int, scale: float, peers: bool) -> dict:
+    from . import kl_div
+
+    p, _, n = _data(Case("", case.n, case.k, "float32", "probs"), scale, seed=1)
+    _, z, _ = _data(Case("", case.n, case.k, "float32", "logits"), scale, seed=2)
+    grad = np.empty_like(z)
+
+    def fast() -> object:
+        return kl_div(p, z, q_form="logits", reduction="mean", grad="q", grad_out=grad)
+
+    def roof() -> object:
+        return _stream_rows_write(p, z, grad)
+
+    (t_fast, t_roof), ratio = paired_medians([fast, roof], repeat)
+    result = {
+        "case": _scaled(case.name, n),
+        "scaled": scale != 1.0,
+        "n": n,
+        "k": case.k,
+        "fastkl_s": t_fast,
+        "roofline_s": t_roof,
+        "ratio_to_roofline": ratio,
+        "peers": {},
+        "targets": case.targets,
+    }
+    if peers and importlib.util.find_spec("torch") is not None:
+        import torch
+        import torch.nn.functional as F
+
+        tp, tz = torch.from_numpy(p), torch.from_numpy(z)
+
+        def torch_step() -> object:
+            leaf = tz.detach().requires_grad_(True)
+            F.kl_div(F.log_softmax(leaf, dim=-1), tp, reduction="batchmean").backward()
+            return leaf.grad
+
+        t = median_seconds(torch_step, repeat)
+        result["peers"]["torch"] = {"s": t, "speedup": t / t_fast}
+    return result
+
+
+def _train_line(r: dict) -> str:
+    line = (
+        f"{r['case']:34s} fastkl {r['fastkl_s'] * 1e3:8.2f} ms  "
+        f"roofline {r['roofline_s'] * 1e3:7.2f} ms  ratio {r['ratio_to_roofline']:5.2f}"
+    )
+    for name, v in r["peers"].items():
+        line += f"  {name} fwd+bwd {v['s'] * 1e3:8.1f} ms ({v['speedup']:5.2f}x)"
+    verdict = _verdicts(r)
+    return line + (f"\n{'':34s} target {verdict}" if verdict else "")
+
+
 #: The C API's cases: (name, rows, k). Timed through libfastkl from C (the bench program)
 #: and, for a paired ratio to the Python API, through the same library loaded with ctypes.
 SCORE_CASES = [
@@ -662,6 +739,7 @@ def main(
     pairwise_cases = [c for c in PAIRWISE_CASES if only is None or only.lower() in c.name.lower()]
     family_cases = [c for c in FAMILY_CASES if only is None or only.lower() in c.name.lower()]
     score_cases = [c for c in SCORE_CASES if only is None or only.lower() in c.name.lower()]
+    train_cases = [c for c in TRAIN_CASES if only is None or only.lower() in c.name.lower()]
     header = {
         "fastkl": __version__,
         "numba": numba.__version__,
@@ -699,6 +777,9 @@ def main(
     scoring = _section(
         score_cases, lambda c: run_score_case(c, repeat, scale), _score_line, as_json
     )
+    training = _section(
+        train_cases, lambda c: run_train_case(c, repeat, scale, peers), _train_line, as_json
+    )
     capi_results = run_capi_cases(repeat, scale) if capi else []
     for r in capi_results:
         if not as_json:
@@ -718,6 +799,7 @@ def main(
                     "pairwise": pairwise,
                     "family": family,
                     "score": scoring,
+                    "train": training,
                     "capi": capi_results,
                 }
             )
@@ -748,6 +830,13 @@ def main(
             "output written and renamed; ratio = median over runs of its time / kl_div(p, q, "
             "out=)'s on the same rows in memory, timed in turn; numpy = (p * np.log(p / q))"
             ".sum(1) over the same memory maps in the same chunks)"
+        )
+    if training and not as_json:
+        print(
+            f"(train: medians of {repeat} runs; kl_div(teacher probabilities, student logits, "
+            "reduction='mean', grad='q') into a preallocated gradient; ratio = median over runs "
+            "of its time / the time to read both inputs and write one array of their size, timed "
+            "in turn; torch fwd+bwd = kl_div(log_softmax(z), p, 'batchmean').backward())"
         )
     if capi_results and not as_json:
         print(
