@@ -277,7 +277,8 @@ True"""
 
 
 def _lazy(fn: Callable[..., Any]) -> Callable[..., da.Array]:
-    """The lazy counterpart of a row-wise numpy function: its signature without ``out``."""
+    """The lazy counterpart of a row-wise numpy function: its signature without ``out`` and
+    the gradient's keywords (``grad``, ``grad_out``: values only, lazily)."""
     signature = inspect.signature(fn)
     params = signature.parameters.values()
     names = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
@@ -285,7 +286,7 @@ def _lazy(fn: Callable[..., Any]) -> Callable[..., da.Array]:
         parameters=[
             p.replace(annotation="ArrayLike | da.Array") if p.name in names else p
             for p in params
-            if p.name != "out"
+            if p.name not in ("out", "grad", "grad_out")
         ],
         return_annotation="da.Array",
     )

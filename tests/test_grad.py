@@ -358,3 +358,27 @@ def test_training_calls_with_gpu_arrays(rng):
     )
     mean = fastkl.kl_div(p, z, q_form="logits", temperature=2.0, device="cuda", reduction="mean")
     assert mean == fastkl.kl_div(p, z, q_form="logits", temperature=2.0, reduction="mean")
+
+
+def test_the_training_guide_examples_run():
+    import doctest
+    from pathlib import Path
+
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guide" / "training.rst"
+    result = doctest.testfile(str(guide), module_relative=False)
+    assert result.attempted > 10 and result.failed == 0
+
+
+def test_dask_takes_temperature_and_beta_but_no_gradient(rng):
+    da = pytest.importorskip("dask.array")
+    import fastkl.dask as fd
+
+    p = sample(rng, "probs", (40, 8))
+    z = sample(rng, "logits", (40, 8))
+    lazy = fd.js_div(da.from_array(p, chunks=(10, 8)), da.from_array(z, chunks=(10, 8)),
+                     q_form="logits", beta=0.3, temperature=2.0)  # fmt: skip
+    np.testing.assert_array_equal(
+        lazy.compute(), fastkl.js_div(p, z, q_form="logits", beta=0.3, temperature=2.0)
+    )
+    with pytest.raises(TypeError, match="unexpected keyword argument 'grad'"):
+        fd.kl_div(p, z, grad="q")
