@@ -60,20 +60,19 @@ def closed_call(name: str, divisor: float) -> KernelCall:
 
 def train_call(call: Call, compute: np.dtype):
     """Score host rows for a training call (``_train``): values and gradients in one kernel."""
-    kernel = _cpu_train.train_kernel(call.spec.terms)
-    p_form, q_form = call.p_form, call.q_form
+    mode_p = _cpu_train.side_mode(call.p_form, call.normalize, call.inv_t)
+    mode_q = _cpu_train.side_mode(call.q_form, call.normalize, call.inv_t)
+    kernel = _cpu_train.train_kernel(call.spec.terms, mode_p, mode_q, call.eps > 0.0)
     post, which = call.spec.post_code, call.which
 
     def rows_fn(rows, grads, scale, k, target):
         (pb, ldp), (qb, ldq) = rows if len(rows) == 2 else rows * 2  # entropy reads p only
-        gp, gq = ([*grads, None])[:2]
+        gp, gq = [*grads, None][:2]
         (gpb, ldgp) = gp if gp is not None else (_NO_GRAD[compute.char], 0)
         (gqb, ldgq) = gq if gq is not None else (_NO_GRAD[compute.char], 0)
         sb, lds = scale
         options = (call.normalize, call.eps, call.inv_t, call.beta, call.divisor, post, which)
-        kernel(
-            pb, ldp, qb, ldq, k, p_form, q_form, *options, gpb, ldgp, gqb, ldgq, sb, lds, target
-        )
+        kernel(pb, ldp, qb, ldq, k, *options, gpb, ldgp, gqb, ldgq, sb, lds, target)
 
     return rows_fn
 

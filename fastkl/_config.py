@@ -73,8 +73,8 @@ def _kernel_sources() -> list[str]:
 #: stamp, as the public modules do).
 _NO_CPU_KERNELS = frozenset(
     {"_backend_cpu.py", "_cpu_train.py", "_cuda.py", "_cuda_bench.py", "_cuda_device.py",
-     "_cuda_driver.py", "_dlpack.py", "_driver.py", "_prepare.py", "_train.py", "_version.py",
-     "_warmup.py", "__init__.py"}
+     "_cuda_driver.py", "_cuda_train.py", "_dlpack.py", "_driver.py", "_prepare.py",
+     "_train.py", "_version.py", "_warmup.py", "__init__.py"}
 )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import _config, _cuda, _dlpack, _numba_shim, _prepare
+from . import _config, _cuda, _cuda_train, _dlpack, _numba_shim, _prepare
 from ._config import JIT_OPTIONS
 from ._math import PROBS
 from ._prepare import Call
@@ -655,17 +655,159 @@ def kernel_call(call: Call, compute: np.dtype) -> Callable[..., None]:
     return _Streamer(call, compute)
 
 
-def train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
+def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     """A training call (a gradient, a temperature or a skew) with ``device="cuda"`` or GPU
-    arrays: there are no CUDA training kernels yet, so the inputs are copied to the host,
-    computed by the CPU's training kernels, and the results copied back to the GPU where the
-    inputs lived (once per process, a UserWarning says so)."""
+    arrays, by the CUDA training kernels (``_cuda_train``): device inputs read in place, host
+    inputs uploaded once, the value and the gradients (device arrays of each input's shape and
+    dtype, or ``grad_out``) in one launch; results come back to the host for host inputs.
+
+    A gradient is written row by row on the device, so the side it is taken of must hold its
+    own rows there (float32 or float64, not broadcast, its distribution axis last and
+    contiguous); for any other layout the call runs on the host (``on_cpu``), with a warning.
+    """
+    names, forms = call.names, call.forms
+    operands = [_DeviceOperand(x, name) for x, name in zip(arrays, names, strict=True)]
+    target = _DeviceOperand(call.out, "out") if _prepare.is_cuda_array(call.out) else None
+    _check_devices(operands if target is None else [*operands, target])
+    prep = _prepare.prepare([op.stand_in for op in operands], names, call.axis)
+    full = (*prep.batch, prep.k)
+    n, k = math.prod(prep.batch), prep.k
+    sides = [i for i in range(len(names)) if call.which & (1 << i)]
+    given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
+    own_rows = all(
+        prep.views[i].shape == full
+        and prep.ax == len(full) - 1
+        and operands[i].stand_in.flags.c_contiguous
+        and operands[i].stand_in.dtype in (np.float32, np.float64)
+        for i in sides
+    )
+    host_grad_out = call.grad_out is not None and not any(_prepare.is_cuda_array(g) for g in given)
+    if not own_rows or host_grad_out:
+        return _train_via_host(call, arrays, on_cpu)
+    chosen = _prepare.selection(call, prep.batch)
+    on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
+    rows = []
+    for op, view, form in zip(operands, prep.views, forms, strict=True):
+        layout, step = _rows_layout(view, full, op.name)
+        dev = op.view(layout)
+        if call.validate:
+            bits = op.bf16 and not _cuda.SIMULATOR
+            _validate_device(dev, step, prep.batch, op.name, form, call.normalize, prep.compute,
+                             call.measures, bits, chosen.mask)  # fmt: skip
+        rows.append((dev, step))
+    if len(rows) == 1:  # entropy reads p only
+        rows.append(rows[0])
+    (p, ps), (q, qs) = rows
+    grads = _device_grads(call, operands, sides, given, prep, n, k)
+    factors = cuda.to_device(_train_factors(chosen, call.reduction, n))
+    dummy = _device_empty((1, 1), np.float64, "a placeholder")
+    gp = grads.get(0, (dummy, None))[0]
+    gq = grads.get(1, (dummy, None))[0]
+    if call.reduction != "none":
+        if call.out is not None:
+            raise ValueError("out: only supported with reduction='none'")
+        values = _device_empty(n, np.float64, "the row values of a reduction")
+    elif target is not None:
+        _prepare.check_out(target.stand_in, prep.batch, prep.result, (), widen=True)
+        values = target.view(target.stand_in.reshape(-1)) if n else None
+    else:
+        values = _device_empty(n, prep.result, "the result")
+    if n:
+        mode_p = _cuda_train.side_mode(call.p_form, call.normalize, call.inv_t)
+        mode_q = _cuda_train.side_mode(call.q_form, call.normalize, call.inv_t)
+        kernel, group, block = _cuda_train.train_kernel(
+            call.spec.terms, mode_p, mode_q, call.eps > 0.0, k
+        )
+        grid = min(-(-n // (block // group)), _cuda.max_blocks(block))
+        kernel[grid, block](p, ps, q, qs, k, call.normalize, call.eps, call.inv_t, call.beta,
+                            call.divisor, call.spec.post_code, call.which, gp, gq, factors,
+                            0 if factors.shape[0] == 1 else 1, values)  # fmt: skip
+    results: list[Any] = []
+    if call.reduction != "none":
+        results.append(prep.result.type(chosen.reduce(values.copy_to_host(), call.reduction)))
+    else:
+        if values is not None:
+            _zero_left_out(values, chosen)
+        if target is not None:
+            results.append(call.out)
+        elif not prep.batch:
+            results.append(values.copy_to_host()[0])
+        elif on_gpu:
+            results.append(_caller_result(values.reshape(prep.batch), arrays))
+        else:
+            results.append(values.copy_to_host().reshape(prep.batch))
+    for i in sides:
+        dev, caller = grads[i]
+        if caller is not None:
+            results.append(caller)
+        elif on_gpu and _prepare.is_cuda_array(arrays[i]):
+            results.append(_caller_result(dev.reshape(operands[i].stand_in.shape), arrays))
+        else:
+            results.append(dev.copy_to_host().reshape(operands[i].stand_in.shape))
+    return tuple(results) if sides else results[0]
+
+
+def _train_factors(chosen: _prepare.Selection, reduction: str, n: int) -> np.ndarray:
+    from ._train import row_factors  # the host side's definition of the rows' factors
+
+    return np.ascontiguousarray(row_factors(chosen, reduction, n), dtype=np.float64)
+
+
+def _device_grads(
+    call: Call,
+    operands: list[_DeviceOperand],
+    sides: list[int],
+    given: list[Any],
+    prep: _prepare.Prepared,
+    n: int,
+    k: int,
+) -> dict[int, tuple[Any, Any]]:
+    """side -> (its gradient as device rows (n, k), the caller's grad_out or None)."""
+    out: dict[int, tuple[Any, Any]] = {}
+    if call.grad_out is not None and len(given) != len(sides):
+        raise TypeError(
+            "grad_out: expected a pair of arrays (grad_p, grad_q) for grad='both', got "
+            f"{type(call.grad_out).__name__}"
+        )
+    for slot, i in enumerate(sides):
+        op = operands[i]
+        name = call.names[i]
+        if call.grad_out is None:
+            dev = _device_empty((n, k), op.stand_in.dtype, f"the gradient of {name}")
+            out[i] = (dev, None)
+            continue
+        g = _DeviceOperand(given[slot], f"grad_out ({name})")
+        label = f"grad_out ({name})"
+        if g.stand_in.shape != op.stand_in.shape:
+            raise ValueError(f"{label}: expected {name}'s shape {op.stand_in.shape}, got "
+                             f"{g.stand_in.shape}")  # fmt: skip
+        if g.stand_in.dtype != op.stand_in.dtype:
+            raise ValueError(f"{label}: expected {name}'s dtype {op.stand_in.dtype}, got "
+                             f"{g.stand_in.dtype}")  # fmt: skip
+        if not g.stand_in.flags.c_contiguous:
+            raise ValueError(f"{label}: on the GPU it must be C-contiguous")
+        lo, hi = g.span()
+        for j, other in enumerate(operands):
+            a, b = other.span()
+            itself = j == i and (a, b) == (lo, hi)
+            if a < hi and lo < b and not itself:
+                raise ValueError(f"{label}: overlaps another input (only {name} itself may be "
+                                 "overwritten by its gradient)")  # fmt: skip
+        out[i] = (g.view(g.stand_in.reshape(n, k)), given[slot])
+    return out
+
+
+def _train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
+    """A training call whose gradient cannot be written on the device: the inputs are copied
+    to the host, computed by the CPU's training kernels, and the results copied back to the
+    GPU where the inputs lived (once per process, a UserWarning says so)."""
     _warn_host_training()
     on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
     given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
     if any(_prepare.is_cuda_array(g) for g in given):
         raise TypeError(
-            "grad_out: GPU arrays are not supported yet (the gradient is computed on the host)"
+            "grad_out: a GPU array needs each input's own rows on the GPU (float32 or float64, "
+            "not broadcast, the distribution axis last and contiguous)"
         )
     host = [
         _copy_to_host(x, name) if _prepare.is_cuda_array(x) else x
@@ -708,8 +850,9 @@ def _warn_host_training() -> None:
     if not _warned_host_training:
         _warned_host_training = True
         warnings.warn(
-            "fastkl: gradients, temperatures and skews are computed by the CPU's kernels for "
-            "now (GPU arrays are copied to the host and back)",
+            "fastkl: this gradient is computed by the CPU's kernels (GPU arrays copied to the "
+            "host and back): on the GPU a side's gradient needs its own rows there (float32 "
+            "or float64, not broadcast, the distribution axis last and contiguous)",
             UserWarning,
             stacklevel=4,
         )

@@ -56,7 +56,7 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
     if device == "cuda":
         chosen.require_gpu()
         if call.training:
-            return chosen.train_via_host(call, arrays, _training_on_cpu)
+            return chosen.train_on_device(call, arrays, _training_on_cpu)
         if any(_prepare.is_cuda_array(x) for x in (*arrays, call.out)):
             return chosen.on_device(call, arrays)
     prep = _prepare.prepare(arrays, call.names, call.axis)

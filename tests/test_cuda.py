@@ -1191,3 +1191,103 @@ def test_device_cuda_without_numba_cuda_says_how_to_install():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "device='cuda': the CUDA backend needs NVIDIA's numba-cuda" in run.stdout
     assert "pip install 'fastkl[cuda]'" in run.stdout
+
+
+# --- training calls: values and gradients (fastkl/_cuda_train.py) ------------------------------
+
+TRAIN_CASES = [
+    # (name, p_form, q_form, options): every divergence, every side mode, clipping, skew
+    ("kl_div", "probs", "logits", {}),
+    ("kl_div", "logits", "log_probs", {"temperature": 2.0}),
+    ("kl_div", "probs", "probs", {"normalize": True, "eps": 1e-3}),
+    ("js_div", "logits", "logits", {"beta": 0.2}),
+    ("js_distance", "probs", "logits", {"temperature": 0.5}),
+    ("sym_kl", "log_probs", "probs", {}),
+    ("cross_entropy", "probs", "logits", {"eps": 1e-3}),
+    ("entropy", "logits", "logits", {"temperature": 1.5}),
+    ("generalized_kl", "probs", "probs", {}),
+    ("tv_distance", "probs", "log_probs", {}),
+    ("hellinger", "logits", "probs", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "p_form", "q_form", "options"), TRAIN_CASES, ids=str)
+@pytest.mark.parametrize("k", [K, K_LONG])  # a group of lanes per row; a block per row
+def test_training_kernels_equal_the_cpu(launches, rng, name, p_form, q_form, options, k):
+    p = inputs(rng, p_form, (7, k))
+    q = inputs(rng, q_form, (7, k))
+    grad = "both" if lookup(name).reads_q else "p"
+    where = np.array([1, 1, 0, 1, 1, 1, 0], bool)
+    weights = rng.random(7)
+    for extra in (
+        {"reduction": "none"},
+        {"reduction": "mean", "where": where, "weights": weights},
+    ):
+        kw = {**options, **extra, "grad": grad}
+        d_p, d_q = launches.cuda.to_device(p), launches.cuda.to_device(q)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # on the device: no host copy warned
+            got = call(name, d_p, d_q, p_form, q_form, **kw)
+        want = call(name, p, q, p_form, q_form, **kw)
+        got = [g.copy_to_host() if hasattr(g, "copy_to_host") else g for g in got]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_training_on_the_device_in_place_and_streamed(launches, rng):
+    p = inputs(rng, "probs", (5, K))
+    z = inputs(rng, "logits", (5, K), np.float32)
+    d_z = launches.cuda.to_device(z)
+    value, g = fastkl.kl_div(launches.cuda.to_device(p), d_z, q_form="logits", grad="q",
+                             grad_out=d_z, reduction="mean")  # fmt: skip
+    want_value, want = fastkl.kl_div(p, z, q_form="logits", grad="q", reduction="mean")
+    assert g is d_z and g.copy_to_host().dtype == np.float32
+    np.testing.assert_allclose(d_z.copy_to_host(), want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    # numpy inputs with device="cuda": uploaded, computed there, numpy results
+    v, gp = fastkl.js_div(p, z, q_form="logits", grad="p", beta=0.7, device="cuda")
+    assert isinstance(gp, np.ndarray) and gp.dtype == p.dtype
+    want_v, want_gp = fastkl.js_div(p, z, q_form="logits", grad="p", beta=0.7)
+    np.testing.assert_allclose(gp, want_gp, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(v, want_v, rtol=1e-6)
+
+
+def test_training_with_a_broadcast_side_runs_on_the_host(launches, rng):
+    from fastkl import _cuda_driver
+
+    p = inputs(rng, "probs", (5, K))
+    z = inputs(rng, "logits", (K,))
+    _cuda_driver._warned_host_training = False
+    with pytest.warns(UserWarning, match="computed by the CPU's kernels"):
+        v, g = fastkl.kl_div(launches.cuda.to_device(p), launches.cuda.to_device(z),
+                             q_form="logits", grad="q")  # fmt: skip
+    want_v, want_g = fastkl.kl_div(p, z, q_form="logits", grad="q")
+    np.testing.assert_array_equal(g.copy_to_host(), want_g)
+    np.testing.assert_array_equal(v.copy_to_host(), want_v)
+
+
+@pytest.mark.parametrize("shape", ["warp", "block"])
+def test_training_kernels_compile_for_an_h100(ptx, shape):
+    """The training kernel of KL (probabilities against logits) in both group shapes, and a
+    skewed Jensen-Shannon under a temperature: compiled for sm_90."""
+    from numba import cuda
+    from numba.core import types as nt
+
+    from fastkl import _cuda_train
+
+    k = 100 if shape == "warp" else 100_000
+    for name, modes in (("kl_div", (_cuda_train.PROB, _cuda_train.SOFT_LOGIN)),
+                        ("js_div", (_cuda_train.SOFT_PROB, _cuda_train.LOG))):  # fmt: skip
+        kernel, group, block = _cuda_train.train_kernel(lookup(name).terms, *modes, False, k)
+        assert (group, block) == ((32, 256) if shape == "warp" else (512, 512))
+        rows = nt.Array(nt.float32, 2, "A", readonly=True)
+        grads = nt.Array(nt.float32, 2, "C")
+        f64, i64 = nt.float64, nt.int64
+        sig = (rows, i64, rows, i64, i64, nt.boolean, f64, f64, f64, f64, i64, i64, grads, grads,
+               nt.Array(f64, 1, "C"), i64, nt.Array(nt.float32, 1, "C"))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))[0]
+        assert ".target sm_90" in code and "shfl.sync.bfly" in code
+        assert ("bar.sync" in code) == (shape == "block")
+        assert ".local" not in code  # no spill to local memory

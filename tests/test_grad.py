@@ -329,37 +329,6 @@ def test_entropy_takes_p_only_and_beta_is_jensen_shannon_only():
     np.testing.assert_allclose(g, -(np.log([0.25, 0.75]) + 1))
 
 
-@pytest.mark.cuda
-def test_training_calls_with_gpu_arrays(rng):
-    import numba
-
-    if not numba.config.ENABLE_CUDASIM:
-        from fastkl.info import cuda_status
-
-        if not cuda_status()["available"]:
-            pytest.skip("no usable GPU; run `NUMBA_ENABLE_CUDASIM=1 pytest -m cuda`")
-    from numba import cuda
-
-    p = sample(rng, "probs", (4, 6))
-    z = sample(rng, "logits", (4, 6))
-    from fastkl import _cuda_driver
-
-    _cuda_driver._warned_host_training = False
-    with pytest.warns(UserWarning, match="computed by the CPU's kernels"):
-        v, g = fastkl.kl_div(cuda.to_device(p), cuda.to_device(z), q_form="logits", grad="q")
-    v_cpu, g_cpu = fastkl.kl_div(p, z, q_form="logits", grad="q")
-    np.testing.assert_array_equal(v.copy_to_host(), v_cpu)
-    np.testing.assert_array_equal(g.copy_to_host(), g_cpu)
-    out = cuda.device_array(4)
-    got = fastkl.js_div(cuda.to_device(p), z, q_form="logits", beta=0.2, out=out)
-    assert got is out
-    np.testing.assert_array_equal(
-        out.copy_to_host(), fastkl.js_div(p, z, q_form="logits", beta=0.2)
-    )
-    mean = fastkl.kl_div(p, z, q_form="logits", temperature=2.0, device="cuda", reduction="mean")
-    assert mean == fastkl.kl_div(p, z, q_form="logits", temperature=2.0, reduction="mean")
-
-
 def test_the_training_guide_examples_run():
     import doctest
     from pathlib import Path
