@@ -15,7 +15,11 @@ Each case is timed in turn with its baselines inside one run (CUDA events; media
   logits) and CuPy's (``(p * log(p / q)).sum(1)``, or the same through CuPy's log-softmax);
 * the family on probabilities, each against ``kl_div`` on the same inputs;
 * host inputs streamed through the GPU (``device="cuda"`` on numpy arrays) against a pinned
-  host-to-device copy of the same bytes (the PCIe rate).
+  host-to-device copy of the same bytes (the PCIe rate);
+* a distillation step ("train"): teacher probabilities against student logits, KL's value
+  and its gradient with respect to the logits into a preallocated array, whose traffic
+  (both inputs read, the gradient written) is judged against the copy rate, beside torch's
+  forward plus backward (``kl_div(log_softmax(z), p, "batchmean").backward()``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class GpuCase:
     name: str
     n: int
     k: int
-    form: str  # both sides: "probs" or "logits"
+    form: str  # both sides: "probs" or "logits"; "train": probabilities against logits
     dtype: str = "float32"
     resident: bool = True  # False: numpy inputs streamed through the GPU
     family: bool = False  # the family's functions against kl_div
@@ -53,10 +57,17 @@ GPU_CASES = [
     GpuCase("probs f64", 10_000_000, 64, "probs", dtype="float64"),
     GpuCase("family probs f32", 10_000_000, 128, "probs", family=True),
     GpuCase("host probs f32", 4_000_000, 128, "probs", resident=False),
+    GpuCase("train f32", 1_000_000, 64, "train"),
+    GpuCase("train f32", 4_096, 32_768, "train"),
 ]
 #: The issue's targets: share of the copy rate (device-resident), of the pinned H2D rate
 #: (streamed), and the family's time over kl_div's at most.
-TARGETS = {("probs", "float32"): 0.85, ("logits", "float32"): 0.70, ("probs", "float64"): 0.60}
+TARGETS = {
+    ("probs", "float32"): 0.85,
+    ("logits", "float32"): 0.70,
+    ("probs", "float64"): 0.60,
+    ("train", "float32"): 0.70,
+}
 STREAM_TARGET = 0.80
 FAMILY_TARGET = 1.5
 #: one function per set of the family's kernels (KL is the baseline), from the registry
@@ -80,8 +91,9 @@ def _data(case: GpuCase, scale: float) -> tuple[np.ndarray, np.ndarray]:
     slab = max(1, (1 << 26) // case.k)
     for s in range(0, n, slab):
         e = min(s + slab, n)
-        p[s:e] = _rows(rng, e - s, case.k, case.form, case.dtype)
-        q[s:e] = _rows(rng, e - s, case.k, case.form, case.dtype)
+        train = case.form == "train"
+        p[s:e] = _rows(rng, e - s, case.k, "probs" if train else case.form, case.dtype)
+        q[s:e] = _rows(rng, e - s, case.k, "logits" if train else case.form, case.dtype)
     return p, q
 
 
@@ -289,6 +301,39 @@ def _copy_rate(dp: Any, dq: Any, repeat: int, timer: Any) -> dict:
     return {"copy_rates_gb_per_s": rates, "copy": best, "copy_gb_per_s": rates[best]}
 
 
+def _train(case: GpuCase, dp: Any, dq: Any, repeat: int, timer: Any, peers: bool) -> dict:
+    """A distillation step's value and gradient against the copy rate and torch's forward
+    plus backward."""
+    r: dict[str, Any] = _copy_rate(dp, dq, repeat, timer)
+    grad = cuda.device_array(dq.shape, dq.dtype)
+    options = {"q_form": "logits", "reduction": "mean", "grad": "q", "grad_out": grad}
+    fns: dict[str, Callable[[], object]] = {"fastkl": lambda: fastkl.kl_div(dp, dq, **options)}
+    torch = _torch() if peers else None
+    if torch is not None:
+        F = torch.nn.functional
+        tp, tq = torch.as_tensor(dp, device="cuda"), torch.as_tensor(dq, device="cuda")
+
+        def step() -> object:
+            leaf = tq.detach().requires_grad_(True)
+            F.kl_div(F.log_softmax(leaf, dim=-1), tp, reduction="batchmean").backward()
+            return leaf.grad
+
+        fns["torch"] = step
+        fastkl.kl_div(dp, dq, **options)
+        r["max_abs_grad_diff_vs_torch"] = float(
+            (torch.as_tensor(grad, device="cuda") - step()).abs().max()
+        )
+    t = _medians(fns, repeat, timer)
+    moved = dp.nbytes + 2 * dq.nbytes  # both inputs read, the gradient written
+    r.update(fastkl_s=t["fastkl"], gb_per_s=moved / t["fastkl"] / 1e9)
+    r["share_of_copy"] = r["gb_per_s"] / r["copy_gb_per_s"]
+    r["target"] = TARGETS.get((case.form, case.dtype))
+    if "torch" in t:
+        r["torch_s"] = t["torch"]
+        r["speedup_over_torch"] = t["torch"] / t["fastkl"]
+    return r
+
+
 def _resident(case: GpuCase, dp: Any, dq: Any, repeat: int, timer: Any, peers: bool) -> dict:
     """Device arrays against the copy rate, torch and CuPy."""
     forms = {"p_form": case.form, "q_form": case.form}
@@ -344,7 +389,8 @@ def run_gpu_case(case: GpuCase, repeat: int, scale: float, peers: bool) -> dict:
     else:
         dp, dq = cuda.to_device(p), cuda.to_device(q)
         p = q = np.empty(0)  # the host copies are not needed any more (5 GB a side at full size)
-        r.update(_resident(case, dp, dq, repeat, timer, peers))
+        measure = _train if case.form == "train" else _resident
+        r.update(measure(case, dp, dq, repeat, timer, peers))
     return r
 
 
@@ -398,10 +444,11 @@ def main(repeat: int, scale: float, peers: bool, as_json: bool, only: str | None
     elif results:
         print(
             f"(GPU: medians of {repeat} runs, CUDA events. GB/s = bytes of both inputs read per "
-            "second. copy = the fastest device-to-device copy of both inputs, bytes read plus "
-            "written per second; share = fastkl's read rate over it (1.0: reading at the "
-            "memory's copy rate). Streamed: share = pinned host-to-device copy time of the same "
-            "bytes over fastkl's time. torch and cupy: their KL expressions on the same arrays)"
+            "second (train: read, and the gradient written). copy = the fastest device-to-device "
+            "copy of both inputs, bytes read plus written per second; share = fastkl's read rate "
+            "over it (1.0: reading at the memory's copy rate). Streamed: share = pinned "
+            "host-to-device copy time of the same bytes over fastkl's time. torch and cupy: "
+            "their KL expressions on the same arrays)"
         )
     return 0
 

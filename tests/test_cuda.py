@@ -1112,7 +1112,8 @@ def test_bench_device_cuda_runs_every_case(launches, capsys, monkeypatch):
     assert cli.main(["bench", "--device", "cuda", "--scale", "1e-6", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     for case in ("probs f32 10 x 128", "logits f32 1 x 131,072", "probs f64 10 x 64",
-                 "family probs f32", "host probs f32 4 x 128"):  # fmt: skip
+                 "family probs f32", "host probs f32 4 x 128", "train f32 1 x 64",
+                 "train f32 1 x 32,768"):  # fmt: skip
         assert case in out
     assert "copy" in out and "r+w" in out and "share" in out and "pinned H2D copy" in out
     assert "copies: fastkl kernel" in out
