@@ -479,6 +479,29 @@ def test_the_first_call_leaves_the_environment_as_it_was(libfastkl):
     assert run.stdout.strip() == "None"
 
 
+def test_loading_into_a_python_that_touched_the_capsule_type(libfastkl):
+    """cffi starts an embedded library's Python behind a spin lock on the capsule type's
+    version tag (before Python 3.12), which any attribute lookup on a capsule's type sets
+    (importing torch does): ``capi._build.load`` resets it, where a plain ctypes load of the
+    library would spin forever at its first call."""
+    code = (
+        "import ctypes, sys\n"
+        "new = ctypes.pythonapi.PyCapsule_New\n"
+        "new.restype = ctypes.py_object\n"
+        "new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]\n"
+        "getattr(type(new(1, None, None)), 'no_such_attribute', None)  # tags the type\n"
+        "from fastkl.capi import _build\n"
+        "lib = _build.load(sys.argv[1])\n"
+        "print(lib.fastkl_kl_div_f64.__name__)\n"
+    )
+    lib = libfastkl / "lib" / "libfastkl.so"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(lib)], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "fastkl_kl_div_f64"
+
+
 def test_code_for_another_cpu_says_so_and_compiles(monkeypatch, tmp_path, capsys):
     """A cache compiled on another kind of CPU: one line on stderr, then a compile (stubbed
     here: the real one takes minutes)."""

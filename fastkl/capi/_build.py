@@ -295,13 +295,39 @@ _CTYPES = {
 
 
 def load(path: str) -> ctypes.CDLL:
-    """A built libfastkl loaded with ctypes, every declared function typed from fastkl.cdef."""
+    """A built libfastkl loaded with ctypes into this Python process, every declared function
+    typed from fastkl.cdef, its runtime started (``fastkl_init``).
+
+    cffi's embedded libraries start Python behind a spin lock on a field of the capsule type
+    (``PyCapsule_Type.tp_version_tag`` before Python 3.12), which they expect to be 0; in a
+    running interpreter any attribute lookup on a capsule's type sets it (importing torch
+    does), and the first call would then spin forever. ``PyType_Modified`` resets it (it only
+    empties the type's attribute cache) just before the library starts.
+    """
     lib = ctypes.CDLL(path)
     for function in _decl.FUNCTIONS:
         fn = getattr(lib, function.name)
         fn.restype = _CTYPES[function.restype]
         fn.argtypes = [_CTYPES[p.ctype] for p in function.params]
+    if sys.version_info < (3, 12):
+        modified = ctypes.pythonapi.PyType_Modified
+        modified.argtypes = [ctypes.py_object]
+        modified.restype = None
+        modified(_CAPSULE_TYPE)
+    status = lib.fastkl_init()
+    if status != 0:
+        raise RuntimeError(f"{path}: fastkl_init failed with status {status}")
     return lib
+
+
+def _capsule_type() -> type:
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return type(new(1, None, None))
+
+
+_CAPSULE_TYPE = _capsule_type()
 
 
 def _pkgconfig(prefix: str) -> str:
