@@ -991,6 +991,15 @@ def _reductions(group: int, block: int) -> dict[str, Any]:
     return b
 
 
+def bind_helpers(helpers: tuple[Any, ...], tag: str, bindings: dict[str, Any]) -> None:
+    """Specialize each template helper (``_t_<name>``) for ``bindings`` as a device function
+    named ``<name>_<tag>``, and bind it there, in order (a helper may call the ones before)."""
+    for helper in helpers:
+        bindings[helper.__name__] = device(
+            specialize(helper, f"{helper.__name__[3:]}_{tag}", bindings)
+        )
+
+
 def rows_kernel(
     terms: Terms, log_p: bool, log_q: bool, k: int, redo: bool = False
 ) -> tuple[Any, int, int]:
@@ -1016,10 +1025,7 @@ def rows_kernel(
                 "LOAD1": LOADS[1],
             }
         )
-        for helper in (_t_elem, _t_lse_part, _t_mass_part, _t_read, _t_side_stat):
-            bindings[helper.__name__] = device(
-                specialize(helper, f"{helper.__name__[3:]}_{tag}", bindings)
-            )
+        bind_helpers((_t_elem, _t_lse_part, _t_mass_part, _t_read, _t_side_stat), tag, bindings)
         _kernel(key, _t_rows_cuda, f"{tag}_rows_cuda", bindings)
     return _KERNELS[key], group, block
 

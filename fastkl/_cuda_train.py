@@ -30,7 +30,8 @@ from numba import cuda
 from . import _cuda
 from ._config import Unbound, specialize
 from ._cpu_train import LOG, PROB, SOFT_LOGIN, SOFT_PROB, side_mode
-from ._cuda_device import EXACT, LOADS, device, device_sync, exp, f64, log
+from ._cuda import _t_elem
+from ._cuda_device import EXACT, LOADS, device_sync, exp, f64, log
 from .divergences import Terms
 
 GRAD = Unbound("the divergence's term and derivatives (Terms.grad, a device function)")
@@ -43,15 +44,9 @@ BLOCK = Unbound("threads per block")
 SHARED = Unbound("slots of shared scratch")
 SUM = Unbound("the group's float64 sum")
 LSE = Unbound("the group's log-sum-exp")
-LOAD1 = Unbound("one element as float64")
 clip = EXACT.clip
 FINISH = EXACT.finish_row
 SLOPE = EXACT.post_slope
-
-
-def _t_elem(x, i, j):
-    """Element j of row i as float64."""
-    return LOAD1(x, i, j, f64(0.0))[0]
 
 
 def _t_score(v, mode, inv_t):
@@ -212,10 +207,8 @@ def train_kernel(
                 "LOAD1": LOADS[1],
             }
         )
-        for helper in (_t_elem, _t_score, _t_read, _t_entry, _t_grad_entry):
-            bindings[helper.__name__] = device(
-                specialize(helper, f"train{helper.__name__[2:]}_{tag}", bindings)
-            )
+        _cuda.bind_helpers((_t_elem, _t_score, _t_read, _t_entry, _t_grad_entry), f"train_{tag}",
+                           bindings)  # fmt: skip
         stats = specialize(_t_stats, f"train_stats_{tag}", bindings)
         bindings["_t_stats"] = device_sync(stats)
         template = specialize(_t_train_rows_cuda, f"{tag}_train_rows_cuda", bindings)
