@@ -250,7 +250,7 @@ def train_kernel(terms: Terms, mode_p: int, mode_q: int, clipping: bool):
             "CLIP": clipping,
         }
         row = specialize(_t_train_row, f"train_row_{tag}", bindings)
-        bindings["TRAIN_ROW"] = njit(**_HELPER)(row)
+        bindings["TRAIN_ROW"] = njit(**_CALL)(row)
         block = specialize(_t_train_block, f"train_block_{tag}", bindings)
         bindings["TRAIN_BLOCK_FN"] = njit(**_CALL)(block)
         rows = specialize(_t_train_rows, f"{tag}_train_rows_cpu", bindings)

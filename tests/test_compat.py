@@ -47,6 +47,10 @@ SIGNATURES = {
     "optax_kl_divergence": "(log_predictions, targets, axis=-1)",
     "optax_kl_divergence_with_log_targets": "(log_predictions, log_targets, axis=-1)",
     "torchmetrics_kl_divergence": "(p, q, log_prob=False, reduction='mean')",
+    "trl_generalized_jsd_loss": (
+        "(student_logits, teacher_logits, labels=None, beta=0.5, temperature=1.0, "
+        "reduction='batchmean')"
+    ),
 }
 
 
