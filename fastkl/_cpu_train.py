@@ -96,20 +96,17 @@ def _side_stats(x, d, e, mode, normalize, inv_t):
     if mode == PROB and normalize:
         for j in range(k):
             e[j] = np.float64(x[j])
-        a = lane_sum(e)
-        for j in range(k):  # the normalized entries, for pass 2 (a division per entry, once)
-            e[j] = exact_div(e[j], a)
-        return 0.0, a, 1.0
+        return 0.0, lane_sum(e), 1.0
     return 0.0, 1.0, 1.0
 
 
 @njit(**_HELPER)
-def _read(x, d, e, j, mode, c, normalize, inv_s, lo, hi, llo, lhi, clipping):
+def _read(x, d, e, j, mode, c, a, inv_s, lo, hi, llo, lhi, clipping):
     """Entry j of a side: (probability, its log, whether it passes a gradient (not clipped),
-    the unclipped normalized entry: the softmax for SOFT, x / a for PROB, which pass 1 left in
-    e with ``normalize``)."""
+    the unclipped normalized entry: the softmax for SOFT, x / a for PROB)."""
     if mode == PROB:
-        u = e[j] if normalize else np.float64(x[j])
+        xj = np.float64(x[j])
+        u = exact_div(xj, a) if a != 1.0 else xj
         if not clipping:
             return u, log(u), True, u
         r = clip(u, lo, hi)
@@ -139,12 +136,11 @@ def _t_train_row(p, q, scratch, gp, gq, normalize, eps, inv_t, beta, divisor, po
     lo, hi = (eps, 1.0) if CLIP else (-np.inf, np.inf)
     llo, lhi = (log(eps), 0.0) if CLIP else (-np.inf, np.inf)
     for j in range(k):  # a map: no branch, no sum (they come after, over the scratch rows)
-        pj, lpj, pass_p, up = _read(p, dp_, sp, j, MODE_P, cp, normalize, ip, lo, hi, llo, lhi,
-                                    CLIP)  # fmt: skip
+        pj, lpj, pass_p, up = _read(p, dp_, sp, j, MODE_P, cp, ap, ip, lo, hi, llo, lhi, CLIP)
         qj, lqj, pass_q, uq = 1.0, 0.0, True, 1.0
         if HAS_Q:
-            qj, lqj, pass_q, uq = _read(q, dq_, sq, j, MODE_Q, cq, normalize, iq, lo, hi, llo,
-                                        lhi, CLIP)  # fmt: skip
+            qj, lqj, pass_q, uq = _read(q, dq_, sq, j, MODE_Q, cq, aq, iq, lo, hi, llo, lhi,
+                                        CLIP)  # fmt: skip
         t, dp, dq, dlp, dlq = GRAD(pj, qj, lpj, lqj, beta)
         tt[j] = t
         hj = dp if MODE_P == PROB else dlp
