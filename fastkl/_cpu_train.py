@@ -28,7 +28,8 @@ the same for any thread count):
 2. the terms: each entry's term, and the partial derivatives ``h`` of each side (in log
    coordinates, ``dt/dlog p``, for the log modes; in probabilities for ``PROB``) into scratch
    rows; then the value's sum and ``H`` (SOFT: ``sum h``; normalized PROB: ``sum u h``, u the
-   normalized entries);
+   normalized entries, summed as the log coordinate's partials, which are 0 at u = 0 where
+   ``h`` is infinite);
 3. the gradient, written once: for SOFT ``(h_j - s_j H) / T``, s the unclipped softmax (times
    ``1 / x_j`` for probabilities, the derivative of the log); for normalized PROB
    ``(h_j - H) / a``, a the row sum; else ``h_j``; all times the row's factor (its weight in
@@ -146,26 +147,32 @@ def _t_train_row(p, q, scratch, gp, gq, normalize, eps, inv_t, beta, divisor, po
         hj = dp if MODE_P == PROB else dlp
         hp[j] = hj if pass_p else 0.0
         sp[j] = up
+        if MODE_P == PROB:
+            # u dt/du, for H = sum u h: the log coordinate's partial, whose limit at u = 0 is
+            # 0 (u times dt/du would be 0 * -inf there)
+            dp_[j] = dlp if pass_p else 0.0
         if HAS_Q:
             hj = dq if MODE_Q == PROB else dlq
             hq[j] = hj if pass_q else 0.0
             sq[j] = uq
+            if MODE_Q == PROB:
+                dq_[j] = dlq if pass_q else 0.0
     raw = lane_sum(tt) / divisor
     v = finish_row(raw, post)
     if which == 0:
         return v
     f = scale * post_slope(raw, post) / divisor
     if which & 1:
-        _write_grad(p, hp, sp, tt, gp, MODE_P, normalize, inv_t, ap, f)
+        _write_grad(p, hp, sp, dp_, gp, MODE_P, normalize, inv_t, ap, f)
     if HAS_Q and which & 2:
-        _write_grad(q, hq, sq, tt, gq, MODE_Q, normalize, inv_t, aq, f)
+        _write_grad(q, hq, sq, dq_, gq, MODE_Q, normalize, inv_t, aq, f)
     return v
 
 
 @njit(**_HELPER)
-def _write_grad(x, h, s, w, g, mode, normalize, inv_t, a, f):
+def _write_grad(x, h, s, uh, g, mode, normalize, inv_t, a, f):
     """Pass 3 for one side: its gradient into g (which may be x itself: entry j is read before
-    it is written). s: the unclipped normalized entries of pass 2; w: scratch."""
+    it is written). s: the unclipped normalized entries of pass 2; uh: for PROB, u dt/du."""
     k = x.shape[0]
     if mode == SOFT_LOGIN or mode == SOFT_PROB:
         total = lane_sum(h)
@@ -180,9 +187,7 @@ def _write_grad(x, h, s, w, g, mode, normalize, inv_t, a, f):
                 d = (h[j] - s[j] * total) * ft
                 g[j] = d / xj if xj != 0.0 else zero
     elif mode == PROB and normalize:
-        for j in range(k):
-            w[j] = h[j] * s[j]
-        total = lane_sum(w)
+        total = lane_sum(uh)
         fa = f / a
         for j in range(k):
             g[j] = (h[j] - total) * fa

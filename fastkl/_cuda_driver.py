@@ -475,26 +475,36 @@ def on_device(call: Call, arrays: Sequence[Any]) -> Any:
         out[...] = flat.copy_to_host().reshape(prep.batch)
         return out
     assert target is not None  # out is a CUDA array here
+    rows_out = _device_out_rows(target, prep, operands)
+    if rows_out is not None:
+        _launch(call, p, ps, q, qs, rows_out)
+        _zero_left_out(rows_out, chosen)
+    return out
+
+
+def _device_out_rows(
+    target: _DeviceOperand, prep: _prepare.Prepared, others: Sequence[_DeviceOperand]
+) -> Any:
+    """A device ``out``, checked, as one device row value per row (None for no rows): shape,
+    dtype and read-only as for a numpy out (the stand-in has out's layout and flags); overlap
+    with ``others`` by the device addresses, which the stand-ins do not share."""
     stand_in = target.stand_in
-    # shape, dtype and read-only as for a numpy out (the stand-in has out's layout and flags);
-    # overlap by the device addresses, which the stand-ins do not share
     _prepare.check_out(stand_in, prep.batch, prep.result, (), widen=True)
     lo, hi = target.span()
-    for op in operands:
+    for op in others:
         a, b = op.span()
         if a < hi and lo < b:
             raise ValueError("out: overlaps an input; pass a separate array")
-    if n:
-        batch_stride = _prepare.collapsed_stride(prep.batch, stand_in.strides)
-        if batch_stride is None:
-            raise ValueError(
-                f"out: on the GPU it must collapse to one stride (got strides "
-                f"{stand_in.strides}); pass a contiguous array"
-            )
-        layout = as_strided(stand_in, (n,), (batch_stride,))
-        _launch(call, p, ps, q, qs, target.view(layout))
-        _zero_left_out(target.view(layout), chosen)
-    return out
+    n = math.prod(prep.batch)
+    if not n:
+        return None
+    batch_stride = _prepare.collapsed_stride(prep.batch, stand_in.strides)
+    if batch_stride is None:
+        raise ValueError(
+            f"out: on the GPU it must collapse to one stride (got strides "
+            f"{stand_in.strides}); pass a contiguous array"
+        )
+    return target.view(as_strided(stand_in, (n,), (batch_stride,)))
 
 
 def _zero_left_out(values: Any, chosen: _prepare.Selection) -> None:
@@ -681,11 +691,17 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
         and operands[i].stand_in.dtype in (np.float32, np.float64)
         for i in sides
     )
-    host_grad_out = call.grad_out is not None and not any(_prepare.is_cuda_array(g) for g in given)
-    if not own_rows or host_grad_out:
+    on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
+    if call.grad_out is not None:
+        on_device = [_prepare.is_cuda_array(g) for g in given]
+        if any(on_device) != all(on_device) or any(on_device) != on_gpu:
+            raise TypeError(
+                "grad_out: expected GPU arrays for GPU inputs, numpy arrays for numpy inputs "
+                "(not a mix)"
+            )
+    if not own_rows or (call.grad_out is not None and not on_gpu):
         return _train_via_host(call, arrays, on_cpu)
     chosen = _prepare.selection(call, prep.batch)
-    on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
     rows = []
     for op, view, form in zip(operands, prep.views, forms, strict=True):
         layout, step = _rows_layout(view, full, op.name)
@@ -698,7 +714,7 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     if len(rows) == 1:  # entropy reads p only
         rows.append(rows[0])
     (p, ps), (q, qs) = rows
-    grads = _device_grads(call, operands, sides, given, prep, n, k)
+    grads = _device_grads(call, operands, sides, given, prep, n, k, target)
     factors = cuda.to_device(_train_factors(chosen, call.reduction, n))
     dummy = _device_empty((1, 1), np.float64, "a placeholder")
     gp = grads.get(0, (dummy, None))[0]
@@ -708,8 +724,7 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
             raise ValueError("out: only supported with reduction='none'")
         values = _device_empty(n, np.float64, "the row values of a reduction")
     elif target is not None:
-        _prepare.check_out(target.stand_in, prep.batch, prep.result, (), widen=True)
-        values = target.view(target.stand_in.reshape(-1)) if n else None
+        values = _device_out_rows(target, prep, operands)
     else:
         values = _device_empty(n, prep.result, "the result")
     if n:
@@ -761,14 +776,23 @@ def _device_grads(
     prep: _prepare.Prepared,
     n: int,
     k: int,
+    target: _DeviceOperand | None,
 ) -> dict[int, tuple[Any, Any]]:
-    """side -> (its gradient as device rows (n, k), the caller's grad_out or None)."""
+    """side -> (its gradient as device rows (n, k), the caller's grad_out or None), each
+    ``grad_out`` checked: shape, dtype, writable, C-contiguous, and overlapping nothing but
+    its own input (which it may be)."""
     out: dict[int, tuple[Any, Any]] = {}
     if call.grad_out is not None and len(given) != len(sides):
         raise TypeError(
             "grad_out: expected a pair of arrays (grad_p, grad_q) for grad='both', got "
             f"{type(call.grad_out).__name__}"
         )
+    outs = []
+    if call.grad_out is not None:
+        outs = [
+            _DeviceOperand(g, f"grad_out ({call.names[i]})")
+            for g, i in zip(given, sides, strict=True)
+        ]
     for slot, i in enumerate(sides):
         op = operands[i]
         name = call.names[i]
@@ -776,8 +800,8 @@ def _device_grads(
             dev = _device_empty((n, k), op.stand_in.dtype, f"the gradient of {name}")
             out[i] = (dev, None)
             continue
-        g = _DeviceOperand(given[slot], f"grad_out ({name})")
-        label = f"grad_out ({name})"
+        g = outs[slot]
+        label = g.name
         if g.stand_in.shape != op.stand_in.shape:
             raise ValueError(f"{label}: expected {name}'s shape {op.stand_in.shape}, got "
                              f"{g.stand_in.shape}")  # fmt: skip
@@ -786,12 +810,17 @@ def _device_grads(
                              f"{g.stand_in.dtype}")  # fmt: skip
         if not g.stand_in.flags.c_contiguous:
             raise ValueError(f"{label}: on the GPU it must be C-contiguous")
+        if not g.stand_in.flags.writeable:
+            raise ValueError(f"{label}: the array is read-only")
         lo, hi = g.span()
-        for j, other in enumerate(operands):
+        others = [(j == i, other) for j, other in enumerate(operands)]
+        others += [(False, h) for other_slot, h in enumerate(outs) if other_slot != slot]
+        others += [(False, target)] if target is not None else []
+        for own, other in others:
             a, b = other.span()
-            itself = j == i and (a, b) == (lo, hi)
+            itself = own and (a, b) == (lo, hi)
             if a < hi and lo < b and not itself:
-                raise ValueError(f"{label}: overlaps another input (only {name} itself may be "
+                raise ValueError(f"{label}: overlaps {other.name} (only {name} itself may be "
                                  "overwritten by its gradient)")  # fmt: skip
         out[i] = (g.view(g.stand_in.reshape(n, k)), given[slot])
     return out
@@ -800,7 +829,8 @@ def _device_grads(
 def _train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     """A training call whose gradient cannot be written on the device: the inputs are copied
     to the host, computed by the CPU's training kernels, and the results copied back to the
-    GPU where the inputs lived (once per process, a UserWarning says so)."""
+    GPU where the inputs lived, in the caller's library (once per process, a UserWarning says
+    so)."""
     _warn_host_training()
     on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
     given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
@@ -809,29 +839,34 @@ def _train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
             "grad_out: a GPU array needs each input's own rows on the GPU (float32 or float64, "
             "not broadcast, the distribution axis last and contiguous)"
         )
+    target = _DeviceOperand(call.out, "out") if _prepare.is_cuda_array(call.out) else None
+    if target is not None and call.reduction != "none":
+        raise ValueError("out: only supported with reduction='none'")
     host = [
         _copy_to_host(x, name) if _prepare.is_cuda_array(x) else x
         for x, name in zip(arrays, call.names, strict=True)
     ]
-    out = call.out
-    device_out = _prepare.is_cuda_array(out)
-    if device_out:
-        call.out = None
+    if target is not None:
+        call.out = None  # computed on the host, then copied into the device out
     result = on_cpu(call, host)
     parts = list(result) if isinstance(result, tuple) else [result]
     value = parts[0]
-    if device_out:
-        target = _DeviceOperand(out, "out")
+    if target is not None:
+        if not target.stand_in.flags.c_contiguous:
+            raise ValueError("out: on the GPU it must be C-contiguous for this call")
+        value = np.asarray(value)
+        _prepare.check_out(target.stand_in, value.shape, value.dtype, (), widen=True)
         host_out = np.ascontiguousarray(value, dtype=target.stand_in.dtype)
         if target.interface is None:  # the simulator's device memory is a numpy array
             target.stand_in[...] = host_out
         else:
-            cuda.from_cuda_array_interface(target.interface, owner=out).copy_to_device(host_out)
-        parts[0] = out
+            device_out = cuda.from_cuda_array_interface(target.interface, owner=target.source)
+            device_out.copy_to_device(host_out)
+        parts[0] = target.source
     elif on_gpu and isinstance(value, np.ndarray):
-        parts[0] = cuda.to_device(value)
-    if on_gpu:
-        parts[1:] = [cuda.to_device(g) for g in parts[1:]]
+        parts[0] = _caller_result(cuda.to_device(value), arrays)
+    if on_gpu and call.grad_out is None:
+        parts[1:] = [_caller_result(cuda.to_device(g), arrays) for g in parts[1:]]
     return tuple(parts) if isinstance(result, tuple) else parts[0]
 
 

@@ -96,7 +96,9 @@ def _t_read(x, i, j, mode, inv_t, m, c, a, lo, hi, llo, lhi):
 
 
 def _t_entry(p, ip, q, iq, j, inv_t, beta, mp, cp, ap, mq, cq, aq, lo, hi, llo, lhi):
-    """Entry j: (term, h of p, h of q, normalized p entry, normalized q entry)."""
+    """Entry j: (term, h of p, h of q, p's and q's shares of H, normalized p entry, normalized
+    q entry). A probability side's share is u dt/du, the log coordinate's partial (0 at
+    u = 0, where h is infinite)."""
     pj, lpj, pass_p, up = _t_read(p, ip, j, MODE_P, inv_t, mp, cp, ap, lo, hi, llo, lhi)
     qj, lqj, pass_q, uq = f64(1.0), f64(0.0), True, f64(1.0)
     if HAS_Q:
@@ -104,7 +106,9 @@ def _t_entry(p, ip, q, iq, j, inv_t, beta, mp, cp, ap, mq, cq, aq, lo, hi, llo, 
     t, dp, dq, dlp, dlq = GRAD(pj, qj, lpj, lqj, beta)
     hp = (dp if MODE_P == PROB else dlp) if pass_p else 0.0
     hq = (dq if MODE_Q == PROB else dlq) if pass_q else 0.0
-    return t, hp, hq, up, uq
+    share_p = (dlp if pass_p else 0.0) if MODE_P == PROB else hp
+    share_q = (dlq if pass_q else 0.0) if MODE_Q == PROB else hq
+    return t, hp, hq, share_p, share_q, up, uq
 
 
 def _t_grad_entry(h, u, x, total, mode, normalize, inv_t, a, f):
@@ -153,11 +157,12 @@ def _t_train_rows_cuda(p, p_step, q, q_step, k, normalize, eps, inv_t, beta, div
         sum_p = f64(0.0)
         sum_q = f64(0.0)
         for j in range(lane, kk, GROUP):
-            t, hp, hq, up, uq = _t_entry(p, ip, q, iq, j, inv_t, beta, mp, cp, ap, mq, cq, aq,
-                                         lo, hi, llo, lhi)  # fmt: skip
+            t, hp, hq, share_p, share_q, up, uq = _t_entry(p, ip, q, iq, j, inv_t, beta, mp, cp,
+                                                           ap, mq, cq, aq, lo, hi, llo,
+                                                           lhi)  # fmt: skip
             acc += t
-            sum_p += hp * up if MODE_P == PROB else hp
-            sum_q += hq * uq if MODE_Q == PROB else hq
+            sum_p += share_p
+            sum_q += share_q
         raw = SUM(acc, tid, lane, sm, sm2) / divisor
         total_p = SUM(sum_p, tid, lane, sm, sm2) if want_p else 0.0
         total_q = SUM(sum_q, tid, lane, sm, sm2) if want_q else 0.0
@@ -166,8 +171,9 @@ def _t_train_rows_cuda(p, p_step, q, q_step, k, normalize, eps, inv_t, beta, div
         if which != 0 and need:
             f = s * SLOPE(raw, post) / divisor
             for j in range(lane, kk, GROUP):
-                t, hp, hq, up, uq = _t_entry(p, ip, q, iq, j, inv_t, beta, mp, cp, ap, mq, cq,
-                                             aq, lo, hi, llo, lhi)  # fmt: skip
+                t, hp, hq, share_p, share_q, up, uq = _t_entry(p, ip, q, iq, j, inv_t, beta, mp,
+                                                               cp, ap, mq, cq, aq, lo, hi, llo,
+                                                               lhi)  # fmt: skip
                 if want_p:
                     gp[i, j] = _t_grad_entry(hp, up, _t_elem(p, ip, j), total_p, MODE_P,
                                              normalize, inv_t, ap, f)  # fmt: skip

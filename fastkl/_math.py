@@ -353,6 +353,10 @@ def js_skew_term(p, q, beta):
     ``m = beta p + (1 - beta) q``. 0 for beta 0 and 1 (m is then q or p), finite for any
     p, q >= 0; a negative or NaN input gives NaN. :func:`js_term` at beta = 1/2."""
     a = 1.0 - beta
+    if beta == 0.0 or a == 0.0:
+        # M is Q or P: 0 for any nonnegative p and q (beta p log(p / m) would be 0 * inf
+        # where the supports differ)
+        return 0.0 if (p >= 0.0 and q >= 0.0) else nan
     m = beta * p + a * q
     if m < 2.2250738585072014e-308 and m > 0.0:
         # as js_term: a subnormal m may have lost p or q to rounding; the term is homogeneous
@@ -374,15 +378,21 @@ def kl_grad(p, q, lp, lq, beta):
 def js_grad(p, q, lp, lq, beta):
     """Skewed Jensen-Shannon's term (:func:`js_skew_term`) and its derivatives
     ``beta log(p / m)`` and ``(1 - beta) log(q / m)``; in log coordinates its two halves,
-    ``beta p log(p / m)`` and ``(1 - beta) q log(q / m)``."""
+    ``beta p log(p / m)`` and ``(1 - beta) q log(q / m)``. All 0 for beta 0 and 1 (the term
+    is 0 for every p and q); at p = q = 0 the one-sided partials ``-beta log beta`` and
+    ``-(1 - beta) log(1 - beta)``."""
+    t = js_skew_term(p, q, beta)
     a = 1.0 - beta
+    if beta == 0.0 or a == 0.0:
+        return t, 0.0, 0.0, 0.0, 0.0  # M is Q or P: the divergence is 0 for every p and q
     m = beta * p + a * q
+    if m == 0.0:
+        # p = q = 0: the one-sided partials, -beta log beta and -(1 - beta) log(1 - beta)
+        return t, -beta * log(beta), -a * log(a), 0.0 * p, 0.0 * q
     lm = log(m)
-    dp = 0.0 if beta == 0.0 else (-inf if p == 0.0 else beta * (lp - lm))
-    dq = 0.0 if a == 0.0 else (-inf if q == 0.0 else a * (lq - lm))
-    hp = beta * kl_term(p, m)
-    hq = a * kl_term(q, m)
-    return js_skew_term(p, q, beta), dp, dq, hp, hq
+    dp = -inf if p == 0.0 else beta * (lp - lm)
+    dq = -inf if q == 0.0 else a * (lq - lm)
+    return t, dp, dq, beta * kl_term(p, m), a * kl_term(q, m)
 
 
 def sym_kl_grad(p, q, lp, lq, beta):

@@ -817,6 +817,9 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
         names, forms = ("p", "q"), (p_form, parse_form(options["q_form"], "q_form"))
     else:
         names, forms = ("p",), (p_form,)
+    which = parse_grad(options.get("grad"), names)
+    if options.get("grad_out") is not None and not which:
+        raise ValueError("grad_out: only with grad='p', 'q' or 'both' (there is no gradient)")
     return Call(
         spec=spec,
         names=names,
@@ -833,6 +836,6 @@ def parse_call(spec: Divergence, options: dict[str, Any]) -> Call:
         weights=options.get("weights"),
         inv_t=1.0 / parse_temperature(options.get("temperature", 1.0)),
         beta=parse_beta(options.get("beta", 0.5)),
-        which=parse_grad(options.get("grad"), names),
+        which=which,
         grad_out=options.get("grad_out"),
     )

@@ -116,7 +116,7 @@ def _gradient_targets(call: Call, prep: Prepared) -> list[np.ndarray]:
         given = list(given)
     else:
         given = [given]
-    for i, g in zip(sides, given, strict=True):
+    for slot, (i, g) in enumerate(zip(sides, given, strict=True)):
         name, x = call.names[i], prep.inputs[i]
         label = f"grad_out ({name})"
         if not isinstance(g, np.ndarray):
@@ -131,7 +131,7 @@ def _gradient_targets(call: Call, prep: Prepared) -> list[np.ndarray]:
         if itself and prep.view_of(x).shape != (*prep.batch, prep.k):
             raise ValueError(f"{label}: {name} is broadcast; its gradient cannot overwrite it")
         others = [a for j, a in enumerate(prep.inputs) if not (j == i and itself)]
-        others += [h for h in given if h is not g]
+        others += [h for other, h in enumerate(given) if other != slot]  # (a, a) included
         if isinstance(call.out, np.ndarray):
             others.append(call.out)
         if any(np.may_share_memory(g, other) for other in others):

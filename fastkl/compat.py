@@ -737,9 +737,11 @@ def trl_generalized_jsd_loss(
         Both sides' logits are divided by it (TRL applies no :math:`T^2` factor either).
     reduction : {"batchmean", "sum", "mean"}
         "batchmean": the sum over tokens divided by the number of tokens kept with
-        ``labels``, else by the first dimension (TRL's ``jsd.size(0)``: the batch size for
-        3-d logits); "sum"; "mean": the sum divided by the number of elements (tokens kept
-        times the vocabulary), as TRL's ``jsd.mean()``. TRL's "none" returns elementwise
+        ``labels``, else by the product of the first two dimensions (TRL's ``jsd.size(0) *
+        jsd.size(1)``: the tokens of (batch, sequence, vocabulary) logits; TRL's first
+        versions divided by ``jsd.size(0)``, the batch size, alone); "sum"; "mean": the sum
+        divided by the number of elements (tokens kept times the vocabulary), as TRL's
+        ``jsd.mean()``. TRL's "none" returns elementwise
         terms (tokens x vocabulary), which fastkl never forms: use ``fastkl.js_div(teacher,
         student, beta=beta, ...)`` for per-token values.
 
@@ -764,7 +766,7 @@ def trl_generalized_jsd_loss(
     >>> round(float(trl_generalized_jsd_loss(student, teacher, labels=[[7, -100]])), 10)
     0.0324333814
     >>> round(float(trl_generalized_jsd_loss(student, teacher, beta=0.0)), 10)  # forward KL
-    0.1416858941
+    0.0708429471
     """
     _choice(reduction, "reduction", ("batchmean", "sum", "mean"))
     beta = _prepare.parse_beta(beta)
@@ -796,7 +798,7 @@ def trl_generalized_jsd_loss(
     if reduction == "sum":
         return total
     if reduction == "batchmean":
-        count = tokens if where is not None else shape[0]
+        count = tokens if where is not None else shape[0] * shape[1]
     else:
         count = tokens * shape[-1]
     if count == 0:

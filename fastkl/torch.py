@@ -11,7 +11,9 @@ gradient (not the inputs), and the backward pass scales it by the incoming gradi
   independent). An input broadcast against the others that requires a gradient is expanded
   first (a copy of the full shape), and autograd sums its gradient over the broadcast.
 * float16 and bfloat16 inputs are read as float32 (a copy, made by autograd's own cast, which
-  also casts the gradient back).
+  also casts the gradient back); arrays that are not tensors keep their own dtype.
+* The backward pass is differentiable once: a second derivative (``create_graph=True``
+  through it) raises an error rather than silently dropping a term.
 
 Needs the ``torch`` extra (``pip install "fastkl[torch]"``).
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import api
 from .divergences import REGISTRY, Divergence
@@ -43,10 +46,11 @@ _WIDEN = (torch.float16, torch.bfloat16)
 
 
 def _as_input(x: Any, like: torch.Tensor | None) -> torch.Tensor:
+    """A tensor of ``x``: a non-tensor keeps its own dtype (a float64 numpy teacher beside a
+    float16 student is not rounded to float16) on the device of the first tensor."""
     if not isinstance(x, torch.Tensor):
-        dtype = like.dtype if like is not None else torch.float64
         device = like.device if like is not None else None
-        x = torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+        x = torch.as_tensor(np.asarray(x), device=device)
     return x.float() if x.dtype in _WIDEN else x
 
 
@@ -84,6 +88,7 @@ class _Divergence(torch.autograd.Function):
         return _tensor(value, device)
 
     @staticmethod
+    @once_differentiable  # the kept gradient is a constant: no second derivative
     def backward(ctx: Any, incoming: torch.Tensor) -> Any:
         out: list[torch.Tensor | None] = []
         for g in ctx.grads:

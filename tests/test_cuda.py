@@ -1306,3 +1306,22 @@ def test_training_kernels_compile_for_an_h100(ptx, shape):
         assert ".target sm_90" in code and "shfl.sync.bfly" in code
         assert ("bar.sync" in code) == (shape == "block")
         assert ".local" not in code  # no spill to local memory
+
+
+@kernels
+def test_training_arguments_on_the_device_are_checked(launches, rng):
+    cuda = launches.cuda
+    p = inputs(rng, "probs", (5, K))
+    z = inputs(rng, "logits", (5, K))
+    d_p, d_z = cuda.to_device(p), cuda.to_device(z)
+    a = cuda.device_array((5, K))
+    with pytest.raises(ValueError, match=r"grad_out \(p\): overlaps grad_out \(q\)"):
+        fastkl.kl_div(d_p, d_z, q_form="logits", grad="both", grad_out=(a, a))
+    with pytest.raises(TypeError, match="grad_out: expected GPU arrays for GPU inputs"):
+        fastkl.kl_div(d_p, d_z, q_form="logits", grad="both", grad_out=(a, np.empty((5, K))))
+    with pytest.raises(ValueError, match=r"grad_out \(q\): overlaps p "):
+        fastkl.kl_div(d_p, d_z, q_form="logits", grad="q", grad_out=d_p)
+    out = cuda.device_array(5)
+    with pytest.raises(ValueError, match="out: only supported with reduction='none'"):
+        fastkl.kl_div(d_p, cuda.to_device(z[0]), q_form="logits", grad="q", out=out,
+                      reduction="sum")  # fmt: skip

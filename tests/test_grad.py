@@ -388,3 +388,30 @@ def test_dask_takes_temperature_and_beta_but_no_gradient(rng):
     )
     with pytest.raises(TypeError, match="unexpected keyword argument 'grad'"):
         fd.kl_div(p, z, grad="q")
+
+
+def test_zeros_of_a_normalized_side_and_the_ends_of_beta():
+    """A zero in a normalized probability row: -inf in that entry's gradient only (its share
+    of the row's projection is 0, not 0 * -inf); the skew's ends have zero gradients."""
+    q = np.array([[0.2, 0.3, 0.5]])
+    v, gp = fastkl.kl_div([[0.5, 0.5, 0.0]], q, normalize=True, grad="p")
+    assert np.isfinite(v).all() and np.isfinite(gp[0, :2]).all() and gp[0, 2] == -np.inf
+    p = np.array([[0.6, 0.4, 0.0]])
+    q = np.array([[0.3, 0.7, 0.0]])  # a shared zero: finite, -beta log beta on p's side
+    v, gp, gq = fastkl.js_div(p, q, normalize=True, beta=0.3, grad="both")
+    assert np.isfinite(gp).all() and np.isfinite(gq).all()
+    _, gp, gq = fastkl.js_div(p, q, beta=0.3, grad="both")
+    np.testing.assert_allclose([gp[0, 2], gq[0, 2]], [-0.3 * np.log(0.3), -0.7 * np.log(0.7)])
+    for beta in (0.0, 1.0):
+        v, gp, gq = fastkl.js_div([[0.5, 0.5, 0.0]], [[0.0, 0.5, 0.5]], beta=beta, grad="both")
+        assert v == 0.0 and not gp.any() and not gq.any()
+
+
+def test_grad_out_that_aliases_itself_or_comes_without_grad():
+    p = np.array([[0.5, 0.5]])
+    q = np.array([[0.3, 0.7]])
+    a = np.empty_like(p)
+    with pytest.raises(ValueError, match=r"grad_out \(p\): overlaps another input or output"):
+        fastkl.kl_div(p, q, grad="both", grad_out=(a, a))
+    with pytest.raises(ValueError, match="grad_out: only with grad="):
+        fastkl.kl_div(p, q, grad_out=a)

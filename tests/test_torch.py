@@ -119,7 +119,8 @@ def trl_reference(s, t, labels=None, beta=0.5, temperature=1.0, reduction="batch
         return terms.sum()
     if reduction == "mean":
         return terms.mean()
-    return terms.sum() / ((labels != -100).sum() if labels is not None else terms.shape[0])
+    tokens = (labels != -100).sum() if labels is not None else terms.shape[0] * terms.shape[1]
+    return terms.sum() / tokens
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.25, 0.5, 1.0])
