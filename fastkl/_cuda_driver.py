@@ -28,7 +28,7 @@ import numpy as np
 from numba import cuda, njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from . import _config, _cuda, _cuda_train, _dlpack, _numba_shim, _prepare
+from . import _config, _cuda, _cuda_train, _dlpack, _numba_shim, _prepare, _train
 from ._config import JIT_OPTIONS
 from ._math import PROBS
 from ._prepare import Call
@@ -682,8 +682,8 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     prep = _prepare.prepare([op.stand_in for op in operands], names, call.axis)
     full = (*prep.batch, prep.k)
     n, k = math.prod(prep.batch), prep.k
-    sides = [i for i in range(len(names)) if call.which & (1 << i)]
-    given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
+    sides = call.sides
+    given = call.grad_outs()
     own_rows = all(
         prep.views[i].shape == full
         and prep.ax == len(full) - 1
@@ -715,7 +715,7 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
         rows.append(rows[0])
     (p, ps), (q, qs) = rows
     grads = _device_grads(call, operands, sides, given, prep, n, k, target)
-    factors = cuda.to_device(_train_factors(chosen, call.reduction, n))
+    factors = cuda.to_device(np.ascontiguousarray(_train.row_factors(chosen, call.reduction, n)))
     dummy = _device_empty((1, 1), np.float64, "a placeholder")
     gp = grads.get(0, (dummy, None))[0]
     gq = grads.get(1, (dummy, None))[0]
@@ -762,12 +762,6 @@ def train_on_device(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     return tuple(results) if sides else results[0]
 
 
-def _train_factors(chosen: _prepare.Selection, reduction: str, n: int) -> np.ndarray:
-    from ._train import row_factors  # the host side's definition of the rows' factors
-
-    return np.ascontiguousarray(row_factors(chosen, reduction, n), dtype=np.float64)
-
-
 def _device_grads(
     call: Call,
     operands: list[_DeviceOperand],
@@ -782,11 +776,6 @@ def _device_grads(
     ``grad_out`` checked: shape, dtype, writable, C-contiguous, and overlapping nothing but
     its own input (which it may be)."""
     out: dict[int, tuple[Any, Any]] = {}
-    if call.grad_out is not None and len(given) != len(sides):
-        raise TypeError(
-            "grad_out: expected a pair of arrays (grad_p, grad_q) for grad='both', got "
-            f"{type(call.grad_out).__name__}"
-        )
     outs = []
     if call.grad_out is not None:
         outs = [
@@ -833,8 +822,7 @@ def _train_via_host(call: Call, arrays: Sequence[Any], on_cpu: Any) -> Any:
     so)."""
     _warn_host_training()
     on_gpu = any(_prepare.is_cuda_array(x) for x in arrays)
-    given = call.grad_out if isinstance(call.grad_out, (tuple, list)) else [call.grad_out]
-    if any(_prepare.is_cuda_array(g) for g in given):
+    if any(_prepare.is_cuda_array(g) for g in call.grad_outs()):
         raise TypeError(
             "grad_out: a GPU array needs each input's own rows on the GPU (float32 or float64, "
             "not broadcast, the distribution axis last and contiguous)"

@@ -59,10 +59,10 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
             return chosen.train_on_device(call, arrays, _training_on_cpu)
         if any(_prepare.is_cuda_array(x) for x in (*arrays, call.out)):
             return chosen.on_device(call, arrays)
+    if call.training:
+        return _training_on_cpu(call, arrays)
     prep = _prepare.prepare(arrays, call.names, call.axis)
     rows = _prepare.selection(call, prep.batch)
-    if call.training:
-        return _train.run(call, prep, rows, chosen.train_call)
     _prepare.validate_call(call, prep, rows)
     kernel_call = chosen.kernel_call(call, prep.compute)
     return _prepare.finish(
@@ -71,7 +71,8 @@ def rowwise(spec: Divergence, arrays: Sequence[Any], options: dict[str, Any]) ->
 
 
 def _training_on_cpu(call: _prepare.Call, arrays: Sequence[Any]) -> Any:
-    """A training call on host arrays, on the CPU (the CUDA backend's stand-in)."""
+    """A training call on host arrays, on the CPU (also the CUDA backend's stand-in for the
+    sides it cannot hold on the device)."""
     prep = _prepare.prepare(arrays, call.names, call.axis)
     return _train.run(call, prep, _prepare.selection(call, prep.batch), backend("cpu").train_call)
 

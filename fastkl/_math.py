@@ -381,18 +381,22 @@ def js_grad(p, q, lp, lq, beta):
     ``beta p log(p / m)`` and ``(1 - beta) q log(q / m)``. All 0 for beta 0 and 1 (the term
     is 0 for every p and q); at p = q = 0 the one-sided partials ``-beta log beta`` and
     ``-(1 - beta) log(1 - beta)``."""
-    t = js_skew_term(p, q, beta)
     a = 1.0 - beta
     if beta == 0.0 or a == 0.0:
-        return t, 0.0, 0.0, 0.0, 0.0  # M is Q or P: the divergence is 0 for every p and q
+        # M is Q or P: the divergence is 0 for every p and q
+        return js_skew_term(p, q, beta), 0.0, 0.0, 0.0, 0.0
     m = beta * p + a * q
     if m == 0.0:
         # p = q = 0: the one-sided partials, -beta log beta and -(1 - beta) log(1 - beta)
-        return t, -beta * log(beta), -a * log(a), 0.0 * p, 0.0 * q
+        return js_skew_term(p, q, beta), -beta * log(beta), -a * log(a), 0.0 * p, 0.0 * q
+    hp = beta * kl_term(p, m)
+    hq = a * kl_term(q, m)
+    # the term is its two halves (js_skew_term's own sum), but where m is subnormal
+    t = hp + hq if m >= 2.2250738585072014e-308 else js_skew_term(p, q, beta)
     lm = log(m)
     dp = -inf if p == 0.0 else beta * (lp - lm)
     dq = -inf if q == 0.0 else a * (lq - lm)
-    return t, dp, dq, beta * kl_term(p, m), a * kl_term(q, m)
+    return t, dp, dq, hp, hq
 
 
 def sym_kl_grad(p, q, lp, lq, beta):

@@ -712,6 +712,46 @@ def _broadcast_rows(x: np.ndarray, batch: tuple[int, ...], name: str) -> np.ndar
     return full.reshape(-1)  # a copy of one value per row at most
 
 
+class RowValues:
+    """Where a call's row values go, and the value the call returns from them.
+
+    For a reduction, float64 rows (summed in a fixed order); else the result array, or
+    ``out`` (checked: a float64 ``out`` for float32 inputs receives the rows' float64
+    accumulations unrounded, what the reductions sum: ``fastkl score`` streams reductions
+    through it), written in place where its layout allows.
+    """
+
+    def __init__(self, prep: Prepared, reduction: str, out: Any, inputs: Sequence[Any]) -> None:
+        n = math.prod(prep.batch)
+        self.prep, self.reduction, self.out = prep, reduction, out
+        self.result: np.ndarray | None = None
+        self.direct = True
+        if reduction != "none":
+            if out is not None:
+                raise ValueError("out: only supported with reduction='none'")
+            self.target = np.empty(n, np.float64)
+            return
+        if out is not None:
+            check_out(out, prep.batch, prep.result, inputs, widen=True)
+            self.result = out
+        else:
+            self.result = np.empty(prep.batch, prep.result)
+        self.direct = self.result.flags.c_contiguous and self.result.flags.aligned
+        self.target = self.result.reshape(-1) if self.direct else np.empty(n, self.result.dtype)
+
+    def value(self, chosen: Selection) -> Any:
+        """The call's value once every row is in ``target``: the reduction, or the rows (those
+        ``where`` leaves out set to 0; a numpy scalar for a 0-d result)."""
+        if self.result is None:
+            return self.prep.result.type(chosen.reduce(self.target, self.reduction))
+        chosen.zero_excluded(self.target)
+        if not self.direct:
+            self.result[...] = self.target.reshape(self.prep.batch)
+        if self.out is None and self.result.ndim == 0:
+            return self.result[()]
+        return self.result
+
+
 def finish(
     prep: Prepared,
     operands: Sequence[Rows],
@@ -723,36 +763,14 @@ def finish(
 ) -> Any:
     """Run ``kernel_call(rows, k, out_rows)`` over all rows and shape the result (``chosen``:
     the rows ``where`` keeps and their ``weights``)."""
-    n = math.prod(prep.batch)
-    chosen = chosen if chosen is not None else Selection()
+    values = RowValues(prep, reduction, out, inputs)
 
     def body(bufs: list[tuple[np.ndarray, int]], start: int, stop: int) -> None:
         with _config.kernel_guard():
-            kernel_call(bufs, prep.k, target[start:stop])
+            kernel_call(bufs, prep.k, values.target[start:stop])
 
-    if reduction != "none":
-        if out is not None:
-            raise ValueError("out: only supported with reduction='none'")
-        target = np.empty(n, np.float64)  # rows in float64, summed in a fixed order
-        run_blocks(operands, n, body)
-        return prep.result.type(chosen.reduce(target, reduction))
-
-    if out is not None:
-        # float64 ``out`` for float32 inputs receives the rows' float64 accumulations unrounded
-        # (what the reductions sum): ``fastkl score`` streams reductions through it.
-        check_out(out, prep.batch, prep.result, inputs, widen=True)
-        result = out
-    else:
-        result = np.empty(prep.batch, prep.result)
-    direct_out = result.flags.c_contiguous and result.flags.aligned
-    target = result.reshape(-1) if direct_out else np.empty(n, result.dtype)
-    run_blocks(operands, n, body)
-    chosen.zero_excluded(target)
-    if not direct_out:
-        result[...] = target.reshape(prep.batch)
-    if out is None and result.ndim == 0:
-        return result[()]
-    return result
+    run_blocks(operands, math.prod(prep.batch), body)
+    return values.value(chosen if chosen is not None else Selection())
 
 
 def operands(prep: Prepared) -> list[Rows]:
@@ -788,6 +806,26 @@ class Call:
     beta: float = 0.5  # the skew of a mixture (Jensen-Shannon's M)
     which: int = 0  # the gradients asked for: bit 0 p, bit 1 q
     grad_out: Any = None  # as given: checked against the inputs by ``_train``
+
+    @property
+    def sides(self) -> list[int]:
+        """The inputs whose gradient is asked for (indices into ``names``)."""
+        return [i for i in range(len(self.names)) if self.which & (1 << i)]
+
+    def grad_outs(self) -> list[Any]:
+        """``grad_out`` as one array per side asked for (a TypeError for grad='both' without
+        a pair); empty without ``grad_out``."""
+        given = self.grad_out
+        if given is None:
+            return []
+        if len(self.sides) == 2:
+            if not (isinstance(given, (tuple, list)) and len(given) == 2):
+                raise TypeError(
+                    "grad_out: expected a pair of arrays (grad_p, grad_q) for grad='both', got "
+                    f"{type(given).__name__}"
+                )
+            return list(given)
+        return [given]
 
     @property
     def training(self) -> bool:

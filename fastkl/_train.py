@@ -48,10 +48,9 @@ def row_factors(chosen: Selection, reduction: str, n: int) -> np.ndarray:
 class GradRows:
     """The gradient of one input, written row block by row block through the input's view."""
 
-    def __init__(self, prep: Prepared, index: int, target: np.ndarray) -> None:
+    def __init__(self, prep: Prepared, target: np.ndarray) -> None:
         self.array = target  # what the caller receives
         self.k = prep.k
-        self.n = math.prod(prep.batch)
         full = (*prep.batch, prep.k)
         view = prep.view_of(target)
         self.broadcast = view.shape != full
@@ -102,21 +101,11 @@ class GradRows:
 def _gradient_targets(call: Call, prep: Prepared) -> list[np.ndarray]:
     """The arrays the gradients go to: the caller's ``grad_out``, checked, or new arrays of
     each input's shape and dtype."""
-    sides = [i for i in range(len(call.names)) if call.which & (1 << i)]
     assert prep.inputs is not None
-    given = call.grad_out
-    if given is None:
-        return [np.empty_like(prep.inputs[i], order="C") for i in sides]
-    if len(sides) == 2:
-        if not (isinstance(given, (tuple, list)) and len(given) == 2):
-            raise TypeError(
-                "grad_out: expected a pair of arrays (grad_p, grad_q) for grad='both', got "
-                f"{type(given).__name__}"
-            )
-        given = list(given)
-    else:
-        given = [given]
-    for slot, (i, g) in enumerate(zip(sides, given, strict=True)):
+    if call.grad_out is None:
+        return [np.empty_like(prep.inputs[i], order="C") for i in call.sides]
+    given = call.grad_outs()
+    for slot, (i, g) in enumerate(zip(call.sides, given, strict=True)):
         name, x = call.names[i], prep.inputs[i]
         label = f"grad_out ({name})"
         if not isinstance(g, np.ndarray):
@@ -161,27 +150,14 @@ def run(
     n = math.prod(prep.batch)
     k = prep.k
     operands = _prepare.operands(prep)
-    grads = [GradRows(prep, i, t) for i, t in zip(_sides(call), targets, strict=True)]
+    grads = [GradRows(prep, t) for t in targets]
     factors = row_factors(chosen, call.reduction, n)
     kernel = train_call(call, prep.compute)
 
-    direct_out = True
-    result = None
-    if call.reduction != "none":
-        if call.out is not None:
-            raise ValueError("out: only supported with reduction='none'")
-        values = np.empty(n, np.float64)
-    else:
-        if call.out is not None:
-            _prepare.check_out(call.out, prep.batch, prep.result, prep.inputs or [], widen=True)
-            result = call.out
-        else:
-            result = np.empty(prep.batch, prep.result)
-        direct_out = result.flags.c_contiguous and result.flags.aligned
-        values = result.reshape(-1) if direct_out else np.empty(n, result.dtype)
+    values = _prepare.RowValues(prep, call.reduction, call.out, prep.inputs or [])
 
     by_side: list[GradRows | None] = [None] * len(call.names)
-    for i, g in zip(_sides(call), grads, strict=True):
+    for i, g in zip(call.sides, grads, strict=True):
         by_side[i] = g
     everything_direct = all(op.direct for op in operands) and all(g.direct for g in grads)
     step = n if everything_direct else _prepare.block_rows(k, prep.compute)
@@ -191,21 +167,10 @@ def run(
         gbufs = [g.rows(start, stop) if g is not None else None for g in by_side]
         scale = (factors, 0) if factors.size == 1 else (factors[start:stop], 1)
         with _config.kernel_guard():
-            kernel(bufs, gbufs, scale, k, values[start:stop])
+            kernel(bufs, gbufs, scale, k, values.target[start:stop])
         for g in grads:
             g.commit(start, stop, prep.batch)
     out_grads = [g.finish() for g in grads]
 
-    if call.reduction != "none":
-        value: Any = prep.result.type(chosen.reduce(values, call.reduction))
-    else:
-        chosen.zero_excluded(values)
-        assert result is not None
-        if not direct_out:
-            result[...] = values.reshape(prep.batch)
-        value = result[()] if (call.out is None and result.ndim == 0) else result
+    value = values.value(chosen)
     return (value, *out_grads) if out_grads else value
-
-
-def _sides(call: Call) -> list[int]:
-    return [i for i in range(len(call.names)) if call.which & (1 << i)]
